@@ -1,0 +1,90 @@
+//! The JSON body filter: content type, size limit and parsing, before any handler runs.
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use warp::{Filter, Rejection};
+
+use super::error::ApiError;
+
+/// Extracts a request body of at most `max` bytes sent as `application/json`.
+///
+/// The limit holds for chunked bodies too: the body is read incrementally and refused
+/// as soon as it passes `max`, without buffering the rest.
+pub fn json_body(max: u32) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .and_then(
+            move |content_type: Option<String>, length: Option<u64>, body| async move {
+                read(content_type, length, body, max)
+                    .await
+                    .map_err(warp::reject::custom)
+            },
+        )
+}
+
+async fn read<S, B>(
+    content_type: Option<String>,
+    length: Option<u64>,
+    body: S,
+    max: u32,
+) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if !content_type.as_deref().is_some_and(is_json) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let max = max as usize;
+    if length.is_some_and(|l| l > max as u64) {
+        return Err(ApiError::PayloadTooLarge(max as u32));
+    }
+    let mut out = BytesMut::with_capacity(length.map_or(1024, |l| l as usize));
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
+        if out.len() + chunk.remaining() > max {
+            return Err(ApiError::PayloadTooLarge(max as u32));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// `application/json`, with or without parameters such as `charset`.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Parses a JSON body, telling syntax errors (`invalid_json`) from shape errors (`invalid_request`).
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::InvalidJson(e.to_string())
+        } else {
+            ApiError::InvalidRequest(e.to_string())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/jsonx"));
+    }
+}

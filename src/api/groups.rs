@@ -1,0 +1,86 @@
+//! `GET /groups`, `GET /groups/{group}`, `POST /groups/{group}/close`.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{body, group_from_path, json, ApiError};
+use crate::protocol::close::application_close;
+use crate::protocol::{CloseRequest, Offset};
+use crate::state::AppState;
+
+/// Longest list `GET /groups` returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Query of `GET /groups`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// How many groups to return (1–1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct GroupSummary {
+    group: String,
+    subscribers: usize,
+}
+
+#[derive(Serialize)]
+struct GroupList {
+    groups: Vec<GroupSummary>,
+    total: usize,
+}
+
+#[derive(Serialize)]
+struct GroupInfo {
+    group: String,
+    subscribers: usize,
+    offset: Offset,
+}
+
+#[derive(Serialize)]
+struct Closed {
+    closed: usize,
+}
+
+/// Groups with members on this node, by name, with their subscriber counts.
+pub async fn list(state: AppState, query: ListQuery) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be 1 to {MAX_LIST_LIMIT}"
+        )));
+    }
+    let (groups, total) = state.hub.groups(limit);
+    let groups = groups
+        .into_iter()
+        .map(|(g, n)| GroupSummary {
+            group: g.to_string(),
+            subscribers: n,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &GroupList { groups, total }))
+}
+
+/// One group's local subscriber count and latest offset.
+pub async fn get(raw_group: String, state: AppState) -> Result<Response, ApiError> {
+    let group = group_from_path(&raw_group)?;
+    let offset = state.broker.offset(&group).await?;
+    let info = GroupInfo {
+        subscribers: state.hub.subscribers(&group),
+        group: group.to_string(),
+        offset,
+    };
+    Ok(json(StatusCode::OK, &info))
+}
+
+/// Closes every connection in the group with the requested code and reason.
+pub async fn close(raw_group: String, state: AppState, raw: Bytes) -> Result<Response, ApiError> {
+    let group = group_from_path(&raw_group)?;
+    let req: CloseRequest = body::parse(&raw)?;
+    let frame = application_close(req.code, &req.reason).map_err(ApiError::InvalidClose)?;
+    let closed = state.broker.close_group(&group, frame).await?;
+    Ok(json(StatusCode::OK, &Closed { closed }))
+}

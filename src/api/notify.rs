@@ -1,0 +1,88 @@
+//! `POST /notify`: a Channels `group_send` for backends.
+
+use bytes::Bytes;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{body, json, ApiError};
+use crate::protocol::{EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse};
+use crate::state::AppState;
+
+/// Most groups one notify may target.
+pub const MAX_TARGET_GROUPS: usize = 100;
+
+/// Publishes the event to each target group and reports offsets and local recipients.
+pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
+    let req: NotifyRequest = body::parse(&raw)?;
+    let (targets, single) = targets(req.group, req.groups)?;
+    let event = match req.event {
+        Some(e) => EventName::parse(&e).map_err(ApiError::InvalidEvent)?,
+        None => EventName::default_event(),
+    };
+
+    let mut deliveries = Vec::with_capacity(targets.len());
+    for group in &targets {
+        let published = state.broker.publish(group, &event, &req.data).await?;
+        deliveries.push(GroupDelivery {
+            group: group.to_string(),
+            offset: published.offset,
+            recipients: published.fanout.queued,
+        });
+    }
+    let recipients = deliveries.iter().map(|d| d.recipients).sum();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let reply = if single {
+        NotifyResponse {
+            id,
+            offset: deliveries.first().map(|d| d.offset),
+            recipients,
+            groups: None,
+        }
+    } else {
+        NotifyResponse {
+            id,
+            offset: None,
+            recipients,
+            groups: Some(deliveries),
+        }
+    };
+    Ok(json(StatusCode::ACCEPTED, &reply))
+}
+
+/// Validates `group` / `groups`: exactly one of them, valid names, no repeats.
+fn targets(
+    group: Option<String>,
+    groups: Option<Vec<String>>,
+) -> Result<(Vec<GroupName>, bool), ApiError> {
+    match (group, groups) {
+        (Some(g), None) => Ok((
+            vec![GroupName::parse(&g).map_err(ApiError::InvalidGroup)?],
+            true,
+        )),
+        (None, Some(list)) => {
+            if list.is_empty() || list.len() > MAX_TARGET_GROUPS {
+                return Err(ApiError::InvalidRequest(format!(
+                    "`groups` must list 1 to {MAX_TARGET_GROUPS} groups, got {}",
+                    list.len()
+                )));
+            }
+            let mut names = Vec::with_capacity(list.len());
+            for raw in &list {
+                let name = GroupName::parse(raw).map_err(ApiError::InvalidGroup)?;
+                if names.contains(&name) {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "group {raw:?} is listed twice in `groups`"
+                    )));
+                }
+                names.push(name);
+            }
+            Ok((names, false))
+        }
+        (Some(_), Some(_)) => Err(ApiError::InvalidRequest(
+            "give either `group` or `groups`, not both".into(),
+        )),
+        (None, None) => Err(ApiError::InvalidRequest(
+            "missing field `group` (or `groups`)".into(),
+        )),
+    }
+}

@@ -1,0 +1,122 @@
+//! Configuration: one clap struct, every flag also readable from a `HERALD_*` variable.
+//! Parsed once in `main` and passed down; nothing else reads the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// herald: a notification hub. WebSocket clients join named groups; backends send
+/// events to a group with `POST /notify`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on for WebSocket and HTTP API traffic. Port 0 picks a free port.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Most WebSocket connections at once; past it upgrades get 503. Keep it below the
+    /// process's open-file limit (each connection is one file descriptor).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 15_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Per-connection outbound queue, in messages. A client that falls this far behind is
+    /// closed with 4100 (slow consumer) instead of slowing anyone else down.
+    #[arg(long, env = "HERALD_SEND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub send_queue: u32,
+
+    /// Largest frame a client may send, in bytes; larger ones close the socket with 1009.
+    #[arg(long, env = "HERALD_MAX_FRAME", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(128..))]
+    pub max_frame: u32,
+
+    /// Largest HTTP request body, in bytes; larger ones get 413.
+    #[arg(long, env = "HERALD_MAX_BODY", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(128..))]
+    pub max_body: u32,
+
+    /// Most groups one connection may be in at once.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscriptions: u32,
+
+    /// On SIGTERM/SIGINT: how long to wait for connections to close (each gets 1012) and
+    /// in-flight requests to finish before exiting anyway. E.g. `30s`, `500ms`, `2m`.
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How often to ping a connection from which nothing has arrived.
+    #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "25s", value_parser = parse_positive_duration)]
+    pub ping_interval: Duration,
+
+    /// How long after a ping with nothing received to close the connection with 4101.
+    #[arg(long, env = "HERALD_PING_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub ping_timeout: Duration,
+
+    /// How long a write to one client may stall (its socket accepting no bytes) before the
+    /// connection is dropped as a slow consumer.
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub write_timeout: Duration,
+
+    /// Let members send `{"type":"publish",...}` frames to their groups. Off by default:
+    /// normally only backends publish, through `POST /notify`.
+    #[arg(long, env = "HERALD_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub client_publish: bool,
+
+    /// Log format: `text` for people, `json` for log pipelines. Filter with `RUST_LOG`.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_durations_use_humantime() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--listen",
+            "0.0.0.0:9000",
+            "--drain-timeout",
+            "500ms",
+            "--client-publish",
+            "--send-queue",
+            "8",
+            "--ping-interval",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.drain_timeout, Duration::from_millis(500));
+        assert_eq!(c.ping_interval, Duration::from_secs(120));
+        assert!(c.client_publish);
+        assert_eq!(c.send_queue, 8);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["herald", "--send-queue", "0"][..],
+            &["herald", "--ping-interval", "0s"],
+            &["herald", "--drain-timeout", "soon"],
+            &["herald", "--listen", "nowhere"],
+        ] {
+            assert!(Config::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! herald: a notification hub. WebSocket clients join named groups; backends send events
+//! to a group over HTTP (`POST /notify`) and every member receives them — the Django
+//! Channels `group_add` / `group_send` model as a standalone service.
+//!
+//! # Layout
+//! - [`config`]: the one `Config` (CLI flags and `HERALD_*` variables).
+//! - [`telemetry`]: log setup.
+//! - [`server`]: binds the listener, runs until a shutdown signal, drains.
+//! - [`shutdown`]: the SIGTERM/SIGINT trigger.
+//! - [`state`]: `AppState`, the shared handle routes and sessions get.
+//! - [`protocol`]: the public wire contract: frames, bodies, names, close codes.
+//! - [`hub`]: this node's groups, members and local fan-out.
+//! - [`broker`]: offsets and delivery to every node with members (memory by default).
+//! - [`transport`]: warp routes, the WebSocket upgrade, one session task per connection.
+//! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
+//!
+//! # Flows
+//! - **notify**: `api::notify` validates → `broker.publish` assigns the offset and encodes
+//!   the frame once → `hub.deliver` queues the shared bytes on each member (a full queue
+//!   closes that member with 4100) → each `transport::session` writes its queue in batches.
+//! - **subscribe**: `transport::upgrade` checks name, shutdown and connection limit → the
+//!   session joins through `broker.subscribe` (atomically with the group's offset) →
+//!   live frames.
+//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
+//!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
+//!   `--drain-timeout` passed.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;
+pub mod transport;
+
+pub use config::Config;
+pub use server::Server;

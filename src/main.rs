@@ -1,0 +1,28 @@
+//! The herald binary: parse the config, start logging, bind, serve until SIGTERM/SIGINT.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use herald::{shutdown, telemetry, Config, Server};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+    tracing::info!(?config, "starting herald {}", env!("CARGO_PKG_VERSION"));
+    let server = match Server::bind(config.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "listening"),
+        Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
+    }
+    server.run(shutdown::signal()).await;
+    ExitCode::SUCCESS
+}

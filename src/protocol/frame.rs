@@ -1,0 +1,257 @@
+//! JSON text frames exchanged on a WebSocket.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::Offset;
+
+/// A frame a client sends (`{"type": ...}`).
+#[derive(Debug)]
+pub enum ClientFrame {
+    /// Join a group (`group_add`).
+    Subscribe {
+        /// The group to join.
+        group: String,
+    },
+    /// Leave a group (`group_discard`).
+    Unsubscribe {
+        /// The group to leave.
+        group: String,
+    },
+    /// Application-level keepalive; answered with `pong`.
+    Ping,
+    /// Send a notification to a group this connection is a member of (needs `--client-publish`).
+    Publish {
+        /// Target group.
+        group: String,
+        /// Event type, `"message"` when absent.
+        event: Option<String>,
+        /// Any JSON value.
+        data: Box<RawValue>,
+    },
+}
+
+/// Every field any client frame may carry. serde cannot put a `RawValue` inside an
+/// internally tagged enum, so frames are read flat and checked per type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    group: Option<String>,
+    event: Option<String>,
+    /// `Some` whenever the field is present, even as `null` (any JSON value is data).
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Box<RawValue>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// The frame types a client may send, for error messages.
+const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "publish"];
+
+/// A frame herald sends in reply to a client frame. Notifications are not built here:
+/// see [`super::encode_notify`], which avoids re-serialising their payload.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerFrame {
+    /// The connection joined `group`; notifications after `offset` will follow.
+    Subscribed {
+        /// The group joined.
+        group: String,
+        /// The group's latest offset at the moment of joining.
+        offset: Offset,
+    },
+    /// The connection left `group`.
+    Unsubscribed {
+        /// The group left.
+        group: String,
+    },
+    /// Answer to `ping`.
+    Pong,
+    /// A client frame was refused; the connection stays open.
+    Error {
+        /// Machine-readable code (`invalid_json`, `unknown_type`, ...).
+        error: String,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+/// Why a client frame was refused. Each maps to an `error` frame; none closes the socket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Not JSON at all.
+    #[error("frame is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// JSON without a known `type`.
+    #[error("unknown frame type {0:?}: expected one of subscribe, unsubscribe, ping, publish")]
+    UnknownType(String),
+    /// A known type with missing, extra or mistyped fields.
+    #[error("{0}")]
+    InvalidFrame(String),
+    /// A group name that breaks the naming rule.
+    #[error("{0}")]
+    InvalidGroup(String),
+    /// An event name that breaks the naming rule.
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// Subscribing past `--max-subscriptions`.
+    #[error("this connection is already in {0} groups, the most allowed (--max-subscriptions)")]
+    TooManySubscriptions(usize),
+    /// Publishing to a group the connection is not a member of.
+    #[error("subscribe to {0:?} before publishing to it")]
+    NotSubscribed(String),
+    /// Client publish is disabled on this hub.
+    #[error("client publish is disabled on this hub (--client-publish)")]
+    PublishDisabled,
+    /// The broker could not take the publication.
+    #[error("the notification could not be published, try again")]
+    Unavailable,
+}
+
+impl FrameError {
+    /// The `error` field of the error frame.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::UnknownType(_) => "unknown_type",
+            Self::InvalidFrame(_) => "invalid_frame",
+            Self::InvalidGroup(_) => "invalid_group",
+            Self::InvalidEvent(_) => "invalid_event",
+            Self::TooManySubscriptions(_) => "too_many_subscriptions",
+            Self::NotSubscribed(_) => "not_subscribed",
+            Self::PublishDisabled => "publish_disabled",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The error frame sent to the client.
+    pub fn to_frame(&self) -> ServerFrame {
+        ServerFrame::Error {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl ClientFrame {
+    /// Parses a text frame, telling malformed JSON, unknown types and bad fields apart.
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let raw: RawFrame = serde_json::from_str(text).map_err(|e| classify(text, e))?;
+        let kind = raw.kind.as_str();
+        let invalid =
+            |what: &str| FrameError::InvalidFrame(format!("invalid {kind} frame: {what}"));
+        let group = |g: Option<String>| g.ok_or_else(|| invalid("missing field `group`"));
+        match kind {
+            "subscribe" | "unsubscribe" | "ping" if raw.event.is_some() || raw.data.is_some() => {
+                Err(invalid("only `publish` frames carry `event` and `data`"))
+            }
+            "ping" if raw.group.is_some() => Err(invalid("unexpected field `group`")),
+            "ping" => Ok(Self::Ping),
+            "subscribe" => Ok(Self::Subscribe {
+                group: group(raw.group)?,
+            }),
+            "unsubscribe" => Ok(Self::Unsubscribe {
+                group: group(raw.group)?,
+            }),
+            "publish" => {
+                let data = raw.data.ok_or_else(|| invalid("missing field `data`"))?;
+                Ok(Self::Publish {
+                    group: group(raw.group)?,
+                    event: raw.event,
+                    data,
+                })
+            }
+            other => Err(FrameError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+/// Explains why text did not parse as a frame at all.
+fn classify(text: &str, e: serde_json::Error) -> FrameError {
+    if e.is_syntax() || e.is_eof() {
+        return FrameError::InvalidJson(e.to_string());
+    }
+    let kind = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned));
+    match kind {
+        Some(k) if CLIENT_TYPES.contains(&k.as_str()) => {
+            FrameError::InvalidFrame(format!("invalid {k} frame: {e}"))
+        }
+        Some(k) => FrameError::UnknownType(k),
+        None => FrameError::UnknownType(String::new()),
+    }
+}
+
+impl ServerFrame {
+    /// Serialises the frame. Server frames hold only strings and integers, so this cannot fail.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            String::from(r#"{"type":"error","error":"internal","message":"encoding failed"}"#)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_frame() {
+        assert!(
+            matches!(ClientFrame::parse(r#"{"type":"subscribe","group":"g"}"#), Ok(ClientFrame::Subscribe { group }) if group == "g")
+        );
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"unsubscribe","group":"g"}"#),
+            Ok(ClientFrame::Unsubscribe { .. })
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        ));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"publish","group":"g","data":[1]}"#),
+            Ok(ClientFrame::Publish { event: None, .. })
+        ));
+        let null = ClientFrame::parse(r#"{"type":"publish","group":"g","data":null}"#);
+        assert!(matches!(null, Ok(ClientFrame::Publish { data, .. }) if data.get() == "null"));
+    }
+
+    #[test]
+    fn classifies_bad_frames() {
+        let code = |t: &str| ClientFrame::parse(t).unwrap_err().code();
+        assert_eq!(code("{nope"), "invalid_json");
+        assert_eq!(code(""), "invalid_json");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"group":"g"}"#), "unknown_type");
+        assert_eq!(code(r#"[1,2]"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"subscribe"}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"subscribe","group":7}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"publish","group":"g"}"#), "invalid_frame");
+        assert_eq!(
+            code(r#"{"type":"subscribe","group":"g","data":1}"#),
+            "invalid_frame"
+        );
+        assert_eq!(code(r#"{"type":"ping","extra":1}"#), "invalid_frame");
+    }
+
+    #[test]
+    fn server_frames_have_the_documented_shape() {
+        let s = ServerFrame::Subscribed {
+            group: "g".into(),
+            offset: 3,
+        }
+        .to_json();
+        assert_eq!(s, r#"{"type":"subscribed","group":"g","offset":3}"#);
+        assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
+        let e = FrameError::PublishDisabled.to_frame().to_json();
+        assert!(
+            e.starts_with(r#"{"type":"error","error":"publish_disabled","message":"#),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Validated names: the one place the group and event naming rule lives.
+//!
+//! Both follow the Django Channels group rule plus `:` for namespaces (`user:42`):
+//! 1–100 characters of `A-Z a-z 0-9 _ - . :`. Because none of those characters needs
+//! escaping in JSON, a validated name can be written into a frame verbatim.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+/// Longest group or event name, in characters (all allowed characters are ASCII).
+pub const MAX_NAME_LEN: usize = 100;
+
+/// Why a name was refused; the message is shown to the caller as-is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} name {shown:?} is invalid: use 1-100 characters of A-Z a-z 0-9 _ - . :")]
+pub struct InvalidName {
+    what: &'static str,
+    shown: String,
+}
+
+fn check(what: &'static str, raw: &str) -> Result<(), InvalidName> {
+    let ok = !raw.is_empty()
+        && raw.len() <= MAX_NAME_LEN
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        // Echo at most a prefix so an oversized name does not bloat the error body.
+        let shown = raw.chars().take(MAX_NAME_LEN + 1).collect();
+        Err(InvalidName { what, shown })
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates `raw` against the naming rule.
+            pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+                check($what, raw)?;
+                Ok(Self(Arc::from(raw)))
+            }
+
+            /// The name as written by the client.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A group name (`chat:lobby`, `user:42`). Cheap to clone: the text is shared.
+    GroupName,
+    "group"
+);
+name_type!(
+    /// An event type (`chat.message`), the Channels `type` of a notification.
+    EventName,
+    "event"
+);
+
+impl EventName {
+    /// The event used when a notify request names none.
+    pub fn default_event() -> Self {
+        Self(Arc::from("message"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_channels_charset_plus_colon() {
+        for ok in [
+            "a",
+            "user:42",
+            "chat.room_1-b",
+            &"x".repeat(100),
+            "A:B.c-d_e",
+        ] {
+            assert!(GroupName::parse(ok).is_ok(), "{ok} should be valid");
+        }
+    }
+
+    #[test]
+    fn refuses_empty_long_and_foreign_characters() {
+        for bad in [
+            "",
+            &"x".repeat(101),
+            "a b",
+            "a/b",
+            "é",
+            "a\"b",
+            "a*",
+            "a%20",
+        ] {
+            assert!(GroupName::parse(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn error_message_names_the_rule() {
+        let err = EventName::parse("no way").unwrap_err().to_string();
+        assert!(
+            err.contains("event name") && err.contains("A-Z a-z 0-9 _ - . :"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! Binding the listener and running herald until a shutdown signal, then draining.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::transport;
+
+/// Pending connections the kernel queues before herald accepts them; a reconnect storm
+/// after a restart arrives in bursts of thousands.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A bound, not yet running herald node.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds `config.listen` (port 0 picks a free port) with TCP_NODELAY, which accepted
+    /// sockets inherit: notifications are small and must not wait for Nagle.
+    pub fn bind(config: Config) -> io::Result<Self> {
+        let addr = config.listen;
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(socket.into())?;
+        Ok(Self {
+            listener,
+            state: AppState::new(config),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The node's shared state (tests inspect the hub through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` resolves, then shuts down: stop accepting, close every
+    /// WebSocket with 1012, let in-flight requests finish, and return once everything
+    /// has ended or `--drain-timeout` has passed.
+    pub async fn run(self, signal: impl Future<Output = ()>) {
+        let Self { listener, state } = self;
+        let routes = transport::routes(state.clone());
+        let http = warp::serve(routes)
+            .incoming(listener)
+            .graceful(state.shutdown.clone().cancelled_owned())
+            .run();
+        let http = tokio::spawn(http);
+
+        signal.await;
+        tracing::info!(
+            connections = state.connections_open(),
+            "shutting down: closing connections with 1012"
+        );
+        state.shutdown.cancel();
+        state.sessions.close();
+        let drained = tokio::time::timeout(state.config.drain_timeout, async {
+            state.sessions.wait().await;
+            let _ = http.await;
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("shutdown complete"),
+            Err(_) => tracing::warn!(
+                left = state.connections_open(),
+                "drain timeout passed with connections still open; exiting anyway"
+            ),
+        }
+    }
+}

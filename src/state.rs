@@ -1,0 +1,58 @@
+//! `AppState`: the one cloneable handle every route and session gets.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, MemoryBroker};
+use crate::config::Config;
+use crate::hub::{ConnId, Hub};
+
+/// Shared state of one herald node. Cloning copies a few `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// Local groups and members.
+    pub hub: Arc<Hub>,
+    /// Offsets and delivery (memory by default).
+    pub broker: Arc<dyn Broker>,
+    /// One permit per open WebSocket (`--max-connections`); the permit lives in the
+    /// session task, so a connection that ends for any reason gives it back.
+    pub connections: Arc<Semaphore>,
+    /// Cancelled when shutdown begins; every session's close token is a child of it.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks, which warp's graceful shutdown does not wait for.
+    pub sessions: TaskTracker,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// State for a node with the embedded in-memory broker.
+    pub fn new(config: Config) -> Self {
+        let hub = Arc::new(Hub::new());
+        let broker = Arc::new(MemoryBroker::new(hub.clone()));
+        Self {
+            connections: Arc::new(Semaphore::new(config.max_connections as usize)),
+            config: Arc::new(config),
+            hub,
+            broker,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// A fresh connection id, unique within this process.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// WebSocket connections currently open.
+    pub fn connections_open(&self) -> usize {
+        self.config.max_connections as usize - self.connections.available_permits()
+    }
+}

@@ -1,0 +1,8 @@
+//! How bytes get in and out: warp routes, the WebSocket upgrade and one session task per
+//! connection. All socket I/O lives here.
+
+mod routes;
+mod session;
+mod upgrade;
+
+pub use routes::routes;

@@ -1,0 +1,88 @@
+//! The whole URL table in one screen.
+//!
+//! Paths are matched before methods so an unknown path is a 404 and a known path with
+//! the wrong method a 405; bodies are checked (type, size) by a filter before handlers.
+
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::upgrade;
+use crate::api::{self, body::json_body, error::handle_rejection, ApiError};
+use crate::state::AppState;
+
+/// Every route of a herald node, with errors rendered as JSON.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let max_body = state.config.max_body;
+    let with_state = warp::any().map(move || state.clone());
+
+    let ws_group = warp::path!("ws" / String)
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(upgrade::handshake())
+        .and(warp::addr::remote())
+        .and_then(|group: String, state, hs, remote| {
+            respond(upgrade::accept(state, Some(group), hs, remote))
+        });
+    let ws = warp::path!("ws")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(upgrade::handshake())
+        .and(warp::addr::remote())
+        .and_then(|state, hs, remote| respond(upgrade::accept(state, None, hs, remote)));
+
+    let notify = warp::path!("notify")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(json_body(max_body))
+        .and_then(|state, body| respond(api::notify::notify(state, body)));
+    let list_groups = warp::path!("groups")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(warp::query::<api::groups::ListQuery>())
+        .and_then(|state, q| respond(api::groups::list(state, q)));
+    let get_group = warp::path!("groups" / String)
+        .and(warp::get())
+        .and(with_state.clone())
+        .and_then(|g, state| respond(api::groups::get(g, state)));
+    let close_group = warp::path!("groups" / String / "close")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(json_body(max_body))
+        .and_then(|g, state, body| respond(api::groups::close(g, state, body)));
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and_then(|| respond(api::health::healthz()));
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state)
+        .and_then(|state| respond(api::health::readyz(state)));
+
+    ws_group
+        .or(ws)
+        .unify()
+        .or(notify)
+        .unify()
+        .or(list_groups)
+        .unify()
+        .or(get_group)
+        .unify()
+        .or(close_group)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+        .boxed()
+}
+
+/// Adapts a handler's `Result<Response, ApiError>` to warp: errors become rejections
+/// that [`handle_rejection`] renders, so there is one error path.
+async fn respond(
+    handler: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, Rejection> {
+    handler.await.map_err(warp::reject::custom)
+}

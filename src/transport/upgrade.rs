@@ -1,0 +1,147 @@
+//! The WebSocket upgrade, done by hand rather than with `warp::ws`.
+//!
+//! `warp::ws` gives no control over tungstenite's buffers (its 128 KiB read buffer cost
+//! ~135 KiB per idle connection when measured here) and cannot choose a subprotocol.
+//! Here the handshake headers are checked, the 101 is answered with
+//! `Sec-WebSocket-Accept`, and the upgraded connection is wrapped with a small-buffer
+//! [`WebSocketConfig`].
+
+use std::net::SocketAddr;
+
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::hyper::upgrade::OnUpgrade;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use super::session::Session;
+use crate::api::{group_from_path, ApiError};
+use crate::hub::Member;
+use crate::state::AppState;
+
+/// Bytes tungstenite reads from the socket at a time. Clients send little (subscribe,
+/// ping), so a small buffer keeps idle connections cheap; larger frames still arrive whole.
+const READ_BUFFER: usize = 2 * 1024;
+/// Frames are gathered up to this size before a write, so a burst of queued
+/// notifications goes out in few syscalls.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// A validated upgrade request.
+pub struct Handshake {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+/// Checks the RFC 6455 handshake headers; a plain HTTP request gets 426.
+pub fn handshake() -> impl Filter<Extract = (Handshake,), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and_then(
+            |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| async move {
+                check_handshake(&headers, on_upgrade).map_err(warp::reject::custom)
+            },
+        )
+}
+
+fn check_handshake(
+    headers: &HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Handshake, ApiError> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let connection_upgrade = text(header::CONNECTION)
+        .split(',')
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade || !text(header::UPGRADE).eq_ignore_ascii_case("websocket") {
+        return Err(ApiError::UpgradeRequired(
+            "send Connection: Upgrade and Upgrade: websocket",
+        ));
+    }
+    if text(header::SEC_WEBSOCKET_VERSION) != "13" {
+        return Err(ApiError::UpgradeRequired(
+            "only Sec-WebSocket-Version: 13 is supported",
+        ));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| k.len() == 24)
+        .cloned()
+        .ok_or(ApiError::UpgradeRequired(
+            "Sec-WebSocket-Key is missing or malformed",
+        ))?;
+    let on_upgrade = on_upgrade.ok_or(ApiError::UpgradeRequired(
+        "this connection cannot be upgraded",
+    ))?;
+    Ok(Handshake { key, on_upgrade })
+}
+
+/// Admits a connection: group name, shutdown and connection-limit checks, then joins the
+/// path's group *before* answering 101, so a notify sent as soon as the client sees the
+/// 101 already reaches it. The session task takes over once hyper hands over the socket.
+pub async fn accept(
+    state: AppState,
+    path_group: Option<String>,
+    hs: Handshake,
+    remote: Option<SocketAddr>,
+) -> Result<Response, ApiError> {
+    let group = path_group.as_deref().map(group_from_path).transpose()?;
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let permit = state
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyConnections)?;
+
+    let id = state.next_conn_id();
+    let (tx, outbox) = mpsc::channel(state.config.send_queue as usize);
+    let member = Member::new(id, tx, state.shutdown.child_token());
+    let mut session = Session::new(state.clone(), member, outbox, permit, remote);
+    if let Some(group) = group {
+        session.join(group).await?;
+    }
+
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(state.config.max_frame as usize))
+        .max_frame_size(Some(state.config.max_frame as usize));
+    let on_upgrade = hs.on_upgrade;
+    state.sessions.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session.run(ws).await;
+            }
+            Err(e) => {
+                tracing::debug!(conn = id, error = %e, "upgrade failed");
+                session.abandon().await;
+            }
+        }
+    });
+
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = res.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = derive_accept_key(hs.key.as_bytes());
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| ApiError::Internal)?,
+    );
+    Ok(res)
+}
