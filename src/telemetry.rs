@@ -7,7 +7,10 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     // try_init: a second init (tests) is harmless.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -16,12 +16,16 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let max_body = state.config.max_body;
     let with_state = warp::any().map(move || state.clone());
 
+    // The group name is checked before the handshake: a bad name is a 400, never an upgrade.
     let ws_group = warp::path!("ws" / String)
         .and(warp::get())
+        .and_then(
+            |raw: String| async move { api::group_from_path(&raw).map_err(warp::reject::custom) },
+        )
         .and(with_state.clone())
         .and(upgrade::handshake())
         .and(warp::addr::remote())
-        .and_then(|group: String, state, hs, remote| {
+        .and_then(|group, state, hs, remote| {
             respond(upgrade::accept(state, Some(group), hs, remote))
         });
     let ws = warp::path!("ws")

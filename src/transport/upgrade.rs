@@ -19,8 +19,9 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::session::Session;
-use crate::api::{group_from_path, ApiError};
+use crate::api::ApiError;
 use crate::hub::Member;
+use crate::protocol::GroupName;
 use crate::state::AppState;
 
 /// Bytes tungstenite reads from the socket at a time. Clients send little (subscribe,
@@ -83,16 +84,15 @@ fn check_handshake(
     Ok(Handshake { key, on_upgrade })
 }
 
-/// Admits a connection: group name, shutdown and connection-limit checks, then joins the
+/// Admits a connection: shutdown and connection-limit checks, then joins the
 /// path's group *before* answering 101, so a notify sent as soon as the client sees the
 /// 101 already reaches it. The session task takes over once hyper hands over the socket.
 pub async fn accept(
     state: AppState,
-    path_group: Option<String>,
+    group: Option<GroupName>,
     hs: Handshake,
     remote: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    let group = path_group.as_deref().map(group_from_path).transpose()?;
     if state.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }

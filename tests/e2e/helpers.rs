@@ -1,0 +1,221 @@
+//! `spawn_app()` and typed helpers shared by every e2e test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald::state::AppState;
+use herald::{Config, Server};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame it expects before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A herald node running inside the test process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Starts herald with default settings on a free port.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts herald on a free port after `configure` adjusted its settings.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(&[]);
+    configure(&mut config);
+    let server = Server::bind(config).expect("bind");
+    let addr = server.local_addr().expect("local addr");
+    let state = server.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        state,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// A config as the binary would parse it from `args`, listening on a free port.
+pub fn test_config(args: &[&str]) -> Config {
+    use clap::Parser;
+    let mut all = vec!["herald", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    Config::try_parse_from(all).expect("test config")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Opens a WebSocket to `path` (`/ws` or `/ws/{group}`).
+    pub async fn ws(&self, path: &str) -> Ws {
+        let (stream, _) = connect_async(format!("ws://{}{}", self.addr, path))
+            .await
+            .expect("websocket connect");
+        Ws(stream)
+    }
+
+    /// `POST /notify` with a JSON body.
+    pub async fn notify(&self, body: Value) -> reqwest::Response {
+        self.post_json("/notify", &body).await
+    }
+
+    /// `POST /notify` to one group; asserts 202 and returns the reply.
+    pub async fn notify_ok(&self, group: &str, event: &str, data: Value) -> Value {
+        let res = self
+            .notify(json!({"group": group, "event": event, "data": data}))
+            .await;
+        assert_eq!(res.status(), 202, "notify should be accepted");
+        res.json().await.unwrap()
+    }
+
+    /// `POST /groups/{group}/close`.
+    pub async fn close_group(&self, group: &str, body: Value) -> reqwest::Response {
+        self.post_json(&format!("/groups/{group}/close"), &body)
+            .await
+    }
+
+    /// `GET /groups/{group}`, asserted 200.
+    pub async fn group(&self, group: &str) -> Value {
+        let res = self
+            .http
+            .get(self.url(&format!("/groups/{group}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    /// Waits until `group` has `n` local subscribers (sessions leave asynchronously).
+    pub async fn wait_for_subscribers(&self, group: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.group(group).await["subscribers"] == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{group} never reached {n} subscribers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Triggers a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A test WebSocket client.
+pub struct Ws(pub WebSocketStream<MaybeTlsStream<TcpStream>>);
+
+impl Ws {
+    pub async fn send_json(&mut self, v: Value) {
+        self.0.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// The next text frame as JSON; control frames are skipped.
+    pub async fn recv_json(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.0.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Subscribes on `/ws` and returns the `subscribed` reply.
+    pub async fn subscribe(&mut self, group: &str) -> Value {
+        self.send_json(json!({"type": "subscribe", "group": group}))
+            .await;
+        let reply = self.recv_json().await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        assert_eq!(reply["group"], group);
+        reply
+    }
+
+    /// Reads until the close frame and returns its code and reason; text frames before
+    /// it are returned too, in order.
+    pub async fn read_until_close(&mut self) -> (Vec<Value>, u16, String) {
+        let mut frames = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.0.next())
+                .await
+                .expect("timed out waiting for close");
+            match msg {
+                Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (frames, u16::from(f.code), f.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Expects a close frame next (after any text frames, which are discarded).
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        let (_, code, reason) = self.read_until_close().await;
+        (code, reason)
+    }
+
+    /// Asserts no text frame arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+}

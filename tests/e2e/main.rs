@@ -1,0 +1,11 @@
+//! End-to-end tests: a real herald on port 0, real WebSocket clients, real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod backpressure;
+mod bad_input;
+mod close;
+mod notify;
+mod shutdown;
+mod subscribe;
