@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use herald::server::raise_fd_limit;
 use herald::{shutdown, telemetry, Config, Server};
 
 #[tokio::main]
@@ -12,6 +13,7 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(config.log_format);
     tracing::info!(?config, "starting herald {}", env!("CARGO_PKG_VERSION"));
+    raise_fd_limit(config.max_connections);
     let server = match Server::bind(config.clone()) {
         Ok(server) => server,
         Err(e) => {

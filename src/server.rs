@@ -82,3 +82,21 @@ impl Server {
         }
     }
 }
+
+/// File descriptors herald needs besides WebSockets: the listener, HTTP API clients, logs.
+const SPARE_FDS: u64 = 256;
+
+/// Raises the open-file soft limit to the hard limit (each WebSocket is one descriptor)
+/// and warns when `--max-connections` still does not fit, because past the limit the
+/// accept loop stalls for a second per failure instead of answering 503.
+pub fn raise_fd_limit(max_connections: u32) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < u64::from(max_connections) + SPARE_FDS => tracing::warn!(
+            limit,
+            max_connections,
+            "open-file limit is below --max-connections + {SPARE_FDS}; lower --max-connections or raise `ulimit -n`"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}

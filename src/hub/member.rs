@@ -97,12 +97,14 @@ impl Member {
         self.closer.token.cancelled().await
     }
 
-    /// The frame to close with once [`Member::closing`] resolved: the one requested, or
-    /// 1012 when the server is shutting down.
-    pub fn close_frame(&self) -> CloseFrame {
-        let slot = self.closer.frame.lock().unwrap_or_else(|p| p.into_inner());
-        slot.clone()
-            .unwrap_or_else(|| CloseCode::SERVICE_RESTART.frame())
+    /// Once [`Member::closing`] resolved: the frame requested with [`Member::close_now`],
+    /// or `None` when the server is shutting down.
+    pub fn requested_close(&self) -> Option<CloseFrame> {
+        self.closer
+            .frame
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -122,27 +124,24 @@ mod tests {
         assert_eq!(m.try_deliver(&frame), Delivery::Queued);
         assert_eq!(m.try_deliver(&frame), Delivery::Slow);
         m.closing().await;
-        assert_eq!(
-            u16::from(m.close_frame().code),
-            CloseCode::SLOW_CONSUMER.code
-        );
+        assert_eq!(m.requested_close(), Some(CloseCode::SLOW_CONSUMER.frame()));
     }
 
     #[tokio::test]
-    async fn first_close_wins_and_shutdown_means_1012() {
+    async fn first_close_wins_and_shutdown_requests_no_frame() {
         let (m, rx) = member(4);
         let parent = CancellationToken::new();
-        let (tx, _) = (m.outbox.clone(), ());
+        let tx = m.outbox.clone();
         let child = Member::new(2, tx, parent.child_token());
         parent.cancel();
         child.closing().await;
-        assert_eq!(u16::from(child.close_frame().code), 1012);
+        assert_eq!(child.requested_close(), None);
 
         m.close_now(CloseCode::HEARTBEAT_TIMEOUT.frame());
         m.close_now(CloseCode::SLOW_CONSUMER.frame());
         assert_eq!(
-            u16::from(m.close_frame().code),
-            CloseCode::HEARTBEAT_TIMEOUT.code
+            m.requested_close(),
+            Some(CloseCode::HEARTBEAT_TIMEOUT.frame())
         );
         drop(rx);
         assert_eq!(m.try_deliver(&Message::text("x")), Delivery::Gone);

@@ -133,7 +133,7 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = self.member.closing() => return Ending::Close(self.member.close_frame()),
+                _ = self.member.closing() => return self.on_closing(conn).await,
                 n = self.outbox.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         return Ending::Drop;
@@ -141,7 +141,7 @@ impl Session {
                     let member = self.member.clone();
                     tokio::select! {
                         biased;
-                        _ = member.closing() => return Ending::Close(member.close_frame()),
+                        _ = member.closing() => return self.on_closing(conn).await,
                         written = timeout(write_timeout, conn.write_batch(&mut batch)) => match written {
                             Ok(Ok(None)) => {}
                             Ok(Ok(Some(close))) => return Ending::Close(close),
@@ -180,6 +180,29 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// A close was requested or shutdown began. A requested close (slow consumer, group
+    /// close overflow) drops the queue; on shutdown what is already queued is still
+    /// written, within `--write-timeout`, before 1012.
+    async fn on_closing(&mut self, conn: &mut Connection) -> Ending {
+        if let Some(frame) = self.member.requested_close() {
+            return Ending::Close(frame);
+        }
+        let mut queued = Vec::new();
+        while let Ok(msg) = self.outbox.try_recv() {
+            queued.push(msg);
+        }
+        match timeout(
+            self.state.config.write_timeout,
+            conn.write_batch(&mut queued),
+        )
+        .await
+        {
+            Ok(Ok(Some(group_close))) => Ending::Close(group_close),
+            Ok(Ok(None)) => Ending::Close(CloseCode::SERVICE_RESTART.frame()),
+            _ => Ending::Drop,
         }
     }
 
