@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use herald::state::AppState;
 use herald::{Config, Server};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -20,7 +19,6 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
-    pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -36,7 +34,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     configure(&mut config);
     let server = Server::bind(config).expect("bind");
     let addr = server.local_addr().expect("local addr");
-    let state = server.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
         let _ = stopped.await;
@@ -44,7 +41,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         http: reqwest::Client::new(),
-        state,
         stop: Some(stop),
         task: Some(task),
     }

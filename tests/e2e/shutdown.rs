@@ -116,3 +116,20 @@ async fn a_client_that_never_answers_does_not_hold_shutdown_past_the_drain_timeo
         "herald exited soon after the 1s drain timeout ({took:?})"
     );
 }
+
+#[tokio::test]
+async fn on_shutdown_notifications_already_sent_arrive_before_1012() {
+    let app = crate::helpers::spawn_app().await;
+    let mut ws = app.ws("/ws/g").await;
+    for seq in 1..=3 {
+        app.notify_ok("g", "e", json!(seq)).await;
+    }
+    app.shutdown().await;
+    let (frames, code, reason) = ws.read_until_close().await;
+    let offsets: Vec<_> = frames
+        .iter()
+        .map(|f| f["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![1, 2, 3]);
+    assert_eq!((code, reason.as_str()), (1012, "service_restart"));
+}
