@@ -65,15 +65,25 @@ fn is_json(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// Parses a JSON body, telling syntax errors (`invalid_json`) from shape errors (`invalid_request`).
+/// Parses a JSON object body, telling syntax errors (`invalid_json`) from shape errors
+/// (`invalid_request`).
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         if e.is_syntax() || e.is_eof() {
             ApiError::InvalidJson(e.to_string())
         } else {
             ApiError::InvalidRequest(e.to_string())
         }
-    })
+    };
+    // serde's derived structs also accept a JSON array (fields by position); the API
+    // takes objects only.
+    if !crate::protocol::is_json_object(body) {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(invalid)?;
+        return Err(ApiError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(invalid)
 }
 
 #[cfg(test)]

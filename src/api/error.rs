@@ -40,9 +40,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint; see openapi.yaml for the API")]
     NotFound,
-    /// The route exists for other methods.
-    #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
+    /// The route exists for other methods: the ones listed (sent as `Allow`).
+    #[error("method not allowed on this endpoint; allowed: {0}")]
+    MethodNotAllowed(&'static str),
     /// Body over `--max-body`.
     #[error("request body is larger than {0} bytes (--max-body)")]
     PayloadTooLarge(u32),
@@ -80,7 +80,7 @@ impl ApiError {
             | Self::InvalidQuery(_)
             | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
@@ -103,7 +103,7 @@ impl ApiError {
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidHeader(_) => "invalid_header",
             Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UpgradeRequired(_) => "upgrade_required",
@@ -124,6 +124,10 @@ impl ApiError {
         }
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         let mut res = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+        if let Self::MethodNotAllowed(allow) = self {
+            res.headers_mut()
+                .insert("allow", warp::http::HeaderValue::from_static(allow));
+        }
         if let Self::UpgradeRequired(_) = self {
             // RFC 6455 §4.4: tell the client which protocol version to use.
             res.headers_mut().insert(
@@ -144,7 +148,8 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallib
     } else if rejection.is_not_found() {
         ApiError::NotFound
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::MethodNotAllowed
+        // Normally `routes::wrong_method` answers first, naming the one allowed method.
+        ApiError::MethodNotAllowed("GET, POST")
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::InvalidQuery(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {

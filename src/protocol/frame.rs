@@ -140,6 +140,13 @@ impl FrameError {
 impl ClientFrame {
     /// Parses a text frame, telling malformed JSON, unknown types and bad fields apart.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
+        // serde's derived structs would also read an array by position: refuse it first.
+        if !super::is_json_object(text.as_bytes()) {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Err(e) => FrameError::InvalidJson(e.to_string()),
+                Ok(_) => FrameError::InvalidFrame("a frame must be a JSON object".into()),
+            });
+        }
         let raw: RawFrame = serde_json::from_str(text).map_err(|e| classify(text, e))?;
         let kind = raw.kind.as_str();
         let invalid =
@@ -228,7 +235,9 @@ mod tests {
         assert_eq!(code(""), "invalid_json");
         assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
         assert_eq!(code(r#"{"group":"g"}"#), "unknown_type");
-        assert_eq!(code(r#"[1,2]"#), "unknown_type");
+        assert_eq!(code(r#"[1,2]"#), "invalid_frame");
+        assert_eq!(code(r#""subscribe""#), "invalid_frame");
+        assert_eq!(code(r#"["subscribe","g",null]"#), "invalid_frame");
         assert_eq!(code(r#"{"type":"subscribe"}"#), "invalid_frame");
         assert_eq!(code(r#"{"type":"subscribe","group":7}"#), "invalid_frame");
         assert_eq!(code(r#"{"type":"publish","group":"g"}"#), "invalid_frame");

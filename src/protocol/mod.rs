@@ -30,6 +30,12 @@ pub struct NotifyRequest {
     pub data: Box<RawValue>,
 }
 
+/// Whether `json` starts like a JSON object (after optional whitespace). serde's derived
+/// structs also read arrays, by position; herald's bodies and frames are objects only.
+pub fn is_json_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// Reply to `POST /notify` for one group.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GroupDelivery {
@@ -60,8 +66,9 @@ pub struct NotifyResponse {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloseRequest {
-    /// Close code: 1000 or 3000–4999. Defaults to 1000.
-    #[serde(default = "default_close_code")]
+    /// Close code: 1000 or 3000–4999. Defaults to 1000. A whole number written with a
+    /// fraction (`4000.0`) is accepted, as JSON Schema's `integer` allows.
+    #[serde(default = "default_close_code", deserialize_with = "whole_number")]
     pub code: u32,
     /// Close reason, at most 123 bytes of UTF-8.
     #[serde(default)]
@@ -70,6 +77,20 @@ pub struct CloseRequest {
 
 fn default_close_code() -> u32 {
     1000
+}
+
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+            .map(|f| f as u64)
+    });
+    // Out-of-range codes still parse (saturated) so validation can explain the code rule.
+    whole
+        .map(|w| u32::try_from(w).unwrap_or(u32::MAX))
+        .ok_or_else(|| D::Error::custom(format!("close code must be a whole number, got {n}")))
 }
 
 /// Writes the notification frame members receive. Called once per notification; the
@@ -116,6 +137,20 @@ mod tests {
             v,
             serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"data":{"text":"hi","n":[1,2]}})
         );
+    }
+
+    #[test]
+    fn close_codes_may_be_written_as_whole_floats() {
+        let r: CloseRequest = serde_json::from_str(r#"{"code":3000.0}"#).unwrap();
+        assert_eq!(r.code, 3000);
+        assert!(serde_json::from_str::<CloseRequest>(r#"{"code":3000.5}"#).is_err());
+        assert!(serde_json::from_str::<CloseRequest>(r#"{"code":-1}"#).is_err());
+    }
+
+    #[test]
+    fn objects_are_told_from_other_json() {
+        assert!(is_json_object(b" \n{}"));
+        assert!(!is_json_object(b"[1]") && !is_json_object(b"") && !is_json_object(b"null"));
     }
 
     #[test]

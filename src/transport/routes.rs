@@ -78,9 +78,37 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(readyz)
         .unify()
+        .or(wrong_method())
+        .unify()
         .recover(handle_rejection)
         .unify()
         .boxed()
+}
+
+/// The methods each path accepts, for `405` answers with an `Allow` header. Keep in step
+/// with the routes above (the bad-input e2e test checks every path).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["ws"] | ["ws", _] | ["groups"] | ["groups", _] | ["healthz"] | ["readyz"] => Some("GET"),
+        ["notify"] | ["groups", _, "close"] => Some("POST"),
+        _ => None,
+    }
+}
+
+/// Matches a known path requested with a method it does not accept (and nothing else),
+/// rejecting with `405` and the allowed method.
+fn wrong_method() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path::full().and(warp::method()).and_then(
+        |path: warp::path::FullPath, method: warp::http::Method| async move {
+            match allowed_methods(path.as_str()) {
+                Some(allow) if allow != method.as_str() => {
+                    Err(warp::reject::custom(ApiError::MethodNotAllowed(allow)))
+                }
+                _ => Err(warp::reject::not_found()),
+            }
+        },
+    )
 }
 
 /// Adapts a handler's `Result<Response, ApiError>` to warp: errors become rejections

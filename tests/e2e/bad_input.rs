@@ -442,3 +442,44 @@ fn parse_response(raw: &[u8]) -> Option<(u16, Value)> {
     let body = raw.get(end + 4..end + 4 + length)?;
     Some((status, serde_json::from_slice(body).expect("JSON body")))
 }
+
+#[tokio::test]
+async fn a_wrong_method_names_the_allowed_one_in_allow() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/notify", "POST"),
+        (reqwest::Method::DELETE, "/groups/x", "GET"),
+        (reqwest::Method::PUT, "/groups/x/close", "POST"),
+        (reqwest::Method::POST, "/healthz", "GET"),
+        (reqwest::Method::POST, "/ws/g", "GET"),
+    ] {
+        let res = app
+            .http
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn a_json_array_is_not_a_request_object() {
+    let app = spawn_app().await;
+    let mut member = app.ws("/ws/a").await;
+    for (path, body) in [
+        ("/notify", json!(["a", null, null, 1])),
+        ("/groups/a/close", json!([4000, "bye"])),
+    ] {
+        let res = app.post_json(path, &body).await;
+        assert_eq!(res.status(), 400, "{path}");
+        let err: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(err["error"], "invalid_request", "{path}");
+    }
+    // Nothing was published or closed.
+    app.notify_ok("a", "e", json!(1)).await;
+    assert_eq!(member.recv_json().await["offset"], 1);
+}

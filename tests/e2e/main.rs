@@ -6,6 +6,7 @@ mod helpers;
 mod backpressure;
 mod bad_input;
 mod close;
+mod docs;
 mod limits;
 mod notify;
 mod shutdown;
