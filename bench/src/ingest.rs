@@ -1,0 +1,225 @@
+//! `ingest`: `POST /notify` throughput into a group with no members.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::time::{timeout, Instant};
+
+use crate::http::HttpConn;
+use crate::report::{latency_row, thousands, Report};
+use crate::util::{
+    bottleneck, latency_json, new_histogram, now_ns, round1, round3, CoreMeter, CpuMeter, Target,
+};
+use crate::Common;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Requests to send in total.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: u64,
+    /// Keep-alive connections, one request in flight on each.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Padding bytes in each notify's data.
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+}
+
+fn error(t: &mut Totals, e: String) {
+    t.errors += 1;
+    t.first_error.get_or_insert(e);
+}
+
+#[derive(Default)]
+struct Totals {
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    first_error: Option<String>,
+    latency: Option<Histogram<u64>>,
+}
+
+async fn worker(
+    target: Target,
+    group: Arc<String>,
+    next: Arc<AtomicU64>,
+    requests: u64,
+    payload: usize,
+    deadline: Instant,
+) -> Totals {
+    let pad = "x".repeat(payload);
+    let mut totals = Totals {
+        latency: Some(new_histogram()),
+        ..Default::default()
+    };
+    let mut conn: Option<HttpConn> = None;
+    let mut body = Vec::with_capacity(128 + payload);
+    loop {
+        let i = next.fetch_add(1, Relaxed);
+        if i >= requests || Instant::now() >= deadline {
+            break;
+        }
+        if conn.is_none() {
+            match HttpConn::connect(&target).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    error(&mut totals, format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        body.clear();
+        let _ = write!(
+            body,
+            r#"{{"group":"{group}","event":"bench","data":{{"seq":{i},"t":{},"pad":"{pad}"}}}}"#,
+            now_ns()
+        );
+        let sent = Instant::now();
+        match timeout(Duration::from_secs(10), c.post_json("/notify", &body)).await {
+            Ok(Ok(reply)) => {
+                *totals.statuses.entry(reply.status).or_default() += 1;
+                if let Some(h) = totals.latency.as_mut() {
+                    h.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+                }
+                if c.closing() {
+                    conn = None;
+                }
+            }
+            Ok(Err(e)) => {
+                error(&mut totals, format!("request: {e}"));
+                conn = None;
+            }
+            Err(_) => {
+                error(&mut totals, "request timed out".into());
+                conn = None;
+            }
+        }
+    }
+    totals
+}
+
+pub async fn run(a: IngestArgs) -> Result<Report, String> {
+    if a.requests == 0 || a.concurrency == 0 {
+        return Err("--requests and --concurrency must be at least 1".into());
+    }
+    let target = Target::parse(&a.common.url)?;
+    let group = Arc::new(format!("bench-ingest-empty-{:x}", now_ns() % 0xff_ffff));
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(a.common.timeout);
+    let hub_cpu = a.common.hub_pid.map(CpuMeter::start);
+    let client_cpu = CpuMeter::start(std::process::id());
+    let cores = CoreMeter::start();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..a.concurrency {
+        tasks.spawn(worker(
+            target.clone(),
+            group.clone(),
+            next.clone(),
+            a.requests,
+            a.payload,
+            deadline,
+        ));
+    }
+    let mut all = Totals {
+        latency: Some(new_histogram()),
+        ..Default::default()
+    };
+    while let Some(r) = tasks.join_next().await {
+        let t = r.map_err(|e| format!("ingest task failed: {e}"))?;
+        for (s, n) in t.statuses {
+            *all.statuses.entry(s).or_default() += n;
+        }
+        all.errors += t.errors;
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
+        if let (Some(a), Some(b)) = (all.latency.as_mut(), t.latency.as_ref()) {
+            a.add(b).expect("same bounds");
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let hub_cpu_pct = hub_cpu.and_then(|m| m.percent());
+    let client_cpu_pct = client_cpu.percent();
+    let cores_busy = cores.percent();
+    let others = cores.others_percent(&[hub_cpu_pct, client_cpu_pct]);
+    let hub_core = a
+        .common
+        .hub_pid
+        .and_then(|p| CoreMeter::pinned_percent(&cores_busy, p));
+    let client_core = CoreMeter::pinned_percent(&cores_busy, std::process::id());
+    let answered: u64 = all.statuses.values().sum();
+    let accepted = all.statuses.get(&202).copied().unwrap_or(0);
+    let non_202 = answered - accepted;
+    let rps = (answered as f64 / elapsed.max(1e-9)).round();
+    let lat = all.latency.as_ref().map_or(json!(null), latency_json);
+
+    let mut report = Report::new(format!(
+        "ingest: {} POST /notify to an empty group over {} connections",
+        a.requests, a.concurrency
+    ));
+    report.ok = accepted == a.requests && all.errors == 0;
+    report.row("target", &a.common.url);
+    report.row(
+        "requests answered",
+        format!(
+            "{}/{} in {elapsed:.3} s",
+            thousands(answered),
+            thousands(a.requests)
+        ),
+    );
+    report.row("requests/s", thousands(rps as u64));
+    report.row("non-202", format!("{non_202} {:?}", all.statuses));
+    report.row("errors", all.errors);
+    report.row("latency p50/p90/p99/max", latency_row(&lat));
+    if let Some(p) = hub_cpu_pct {
+        report.row("hub CPU (of one core)", format!("{p:.0} %"));
+    }
+    if let Some(p) = client_cpu_pct {
+        report.row("client CPU (of one core)", format!("{p:.0} %"));
+    }
+    report.row("cores busy (incl. softirq)", format!("{cores_busy:?} %"));
+    report.row("bottleneck", bottleneck(hub_core, client_core));
+    if let Some(o) = others {
+        report.row("other processes' CPU (of one core)", format!("{o:.0} %"));
+    }
+    if let Some(e) = &all.first_error {
+        report.row("first error", e);
+    }
+    report.json = json!({
+        "scenario": "ingest",
+        "ok": report.ok,
+        "target": a.common.url,
+        "params": {
+            "requests": a.requests,
+            "concurrency": a.concurrency,
+            "payload": a.payload,
+            "timeout_s": a.common.timeout,
+        },
+        "results": {
+            "requests": answered,
+            "accepted": accepted,
+            "non_202": non_202,
+            "statuses": all.statuses,
+            "errors": all.errors,
+            "duration_s": round3(elapsed),
+            "requests_per_s": rps,
+            "latency_ms": lat,
+            "hub_cpu_pct": hub_cpu_pct.map(round1),
+            "client_cpu_pct": client_cpu_pct.map(round1),
+            "cores_busy_pct": cores_busy,
+            "hub_core_busy_pct": hub_core,
+            "client_core_busy_pct": client_core,
+            "other_cpu_pct": others,
+        }
+    });
+    Ok(report)
+}

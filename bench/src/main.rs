@@ -1,0 +1,142 @@
+//! herald-bench: load tool for herald (and anything with the same URL contract).
+//!
+//! Talks to a running hub over loopback, prints a human-readable table and then exactly
+//! one line of JSON. See bench/README.md.
+
+#![forbid(unsafe_code)]
+
+mod conns;
+mod fanout;
+mod http;
+mod ingest;
+mod publish;
+mod report;
+mod subs;
+mod summary;
+mod util;
+mod ws;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "herald-bench",
+    version,
+    about = "Load tool for herald: fan-out, idle connections, ingest"
+)]
+struct Cli {
+    /// Client runtime threads for the subscribers: 1 = a current-thread runtime (the
+    /// cheapest on one core); more = a multi-thread runtime with that many workers.
+    /// Publishers always get a thread of their own.
+    #[arg(long, global = true, default_value_t = 1)]
+    client_threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// N subscribers over G groups receive M notifies: throughput, latency, loss.
+    Fanout(fanout::FanoutArgs),
+    /// Hub memory per idle connection and after a burst of notifies.
+    Conns(conns::ConnsArgs),
+    /// POST /notify throughput into a group with no members.
+    Ingest(ingest::IngestArgs),
+    /// Several hubs behind a shared broker (reserved).
+    Cluster,
+    /// Regenerate the BENCHMARKS.md table from a bench/run.sh results file.
+    Summary(summary::SummaryArgs),
+}
+
+/// Options every load subcommand takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Base URL of the hub, e.g. http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    pub url: String,
+    /// Give up after this many seconds and report what was reached (exit status 2).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// PID of the hub, to report its CPU use during the measurement.
+    #[arg(long)]
+    pub hub_pid: Option<u32>,
+}
+
+/// How subscribers connect.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectOpts {
+    /// WebSocket handshakes in flight at once.
+    #[arg(long, default_value_t = 500)]
+    pub connect_concurrency: usize,
+    /// Retries per connection (with backoff) before it counts as failed.
+    #[arg(long, default_value_t = 5)]
+    pub connect_retries: u32,
+    /// Initial read buffer per connection, bytes (grows for larger frames).
+    #[arg(long, default_value_t = 4096)]
+    pub read_buffer: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Summary(args) = cli.command {
+        return match summary::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Cluster = cli.command {
+        eprintln!("error: the cluster scenario comes with the Redis scale-out issue");
+        return ExitCode::FAILURE;
+    }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 16_384 => eprintln!("warning: open-file limit is only {n}"),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
+    }
+    let runtime = if cli.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.client_threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Fanout(a) => fanout::run(a).await,
+            Command::Conns(a) => conns::run(a).await,
+            Command::Ingest(a) => ingest::run(a).await,
+            Command::Cluster | Command::Summary(_) => unreachable!("handled above"),
+        }
+    });
+    // Don't wait for stray tasks (e.g. a close frame to a hub that stopped reading).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(report) => {
+            report.print();
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
