@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{Broker, BrokerError, Published};
 use crate::hub::{ConnId, Hub, Member};
@@ -66,7 +65,7 @@ impl Broker for MemoryBroker {
         let log = self.log(group);
         let mut offset = lock(&log);
         *offset += 1;
-        let frame = Message::text(encode_notify(group, event, *offset, data));
+        let frame = encode_notify(group, event, *offset, data);
         let fanout = self.hub.deliver(group, &frame);
         Ok(Published {
             offset: *offset,
@@ -107,7 +106,6 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
     fn g(name: &str) -> GroupName {
@@ -124,13 +122,15 @@ mod tests {
         assert_eq!(broker.publish(&g("a"), &ev, &data).await.unwrap().offset, 2);
         assert_eq!(broker.publish(&g("b"), &ev, &data).await.unwrap().offset, 1);
 
-        let (tx, mut rx) = mpsc::channel(4);
-        let member = Member::new(7, tx, CancellationToken::new());
-        assert_eq!(broker.subscribe(&g("a"), member).await.unwrap(), 2);
+        let member = Member::new(7, 4, CancellationToken::new());
+        assert_eq!(broker.subscribe(&g("a"), member.clone()).await.unwrap(), 2);
         let p = broker.publish(&g("a"), &ev, &data).await.unwrap();
         assert_eq!((p.offset, p.fanout.queued), (3, 1));
-        let got = rx.try_recv().unwrap();
-        assert!(got.to_text().unwrap().contains(r#""offset":3"#));
-        assert!(rx.try_recv().is_err());
+        let got = member.take();
+        assert_eq!(got.len(), 1);
+        let Some(crate::hub::Outbound::Frame(bytes)) = got.front() else {
+            panic!("{got:?}")
+        };
+        assert!(String::from_utf8_lossy(bytes).contains(r#""offset":3"#));
     }
 }

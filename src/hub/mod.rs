@@ -10,14 +10,14 @@
 
 mod member;
 
-pub use member::{ConnId, Delivery, Member};
+pub use member::{ConnId, Delivery, Member, Outbound};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::GroupName;
 
@@ -100,9 +100,9 @@ impl Hub {
         empty
     }
 
-    /// Hands `frame` to every local member of `group`. The frame's bytes are shared, not
-    /// copied: cloning a text `Message` only bumps a reference count.
-    pub fn deliver(&self, group: &GroupName, frame: &Message) -> Fanout {
+    /// Hands `frame`, a complete encoded WebSocket frame, to every local member of
+    /// `group`. The bytes are shared, not copied: a clone only bumps a reference count.
+    pub fn deliver(&self, group: &GroupName, frame: &Bytes) -> Fanout {
         let shard = self.read(group);
         let mut out = Fanout::default();
         for member in shard.get(group).into_iter().flat_map(|m| m.values()) {
@@ -148,38 +148,37 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
-    fn member(id: ConnId) -> (Member, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(8);
-        (Member::new(id, tx, CancellationToken::new()), rx)
+    fn member(id: ConnId) -> Member {
+        Member::new(id, 8, CancellationToken::new())
     }
 
     fn g(name: &str) -> GroupName {
         GroupName::parse(name).unwrap()
     }
 
+    fn frame(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
     #[test]
     fn deliver_reaches_members_of_that_group_only() {
         let hub = Hub::new();
-        let (a, mut ra) = member(1);
-        let (b, mut rb) = member(2);
-        assert!(hub.join(&g("a"), a));
-        assert!(hub.join(&g("b"), b));
-        let out = hub.deliver(&g("a"), &Message::text("hi"));
+        let (a, b) = (member(1), member(2));
+        assert!(hub.join(&g("a"), a.clone()));
+        assert!(hub.join(&g("b"), b.clone()));
+        let out = hub.deliver(&g("a"), &frame("hi"));
         assert_eq!(out, Fanout { queued: 1, slow: 0 });
-        assert_eq!(ra.try_recv().unwrap(), Message::text("hi"));
-        assert!(rb.try_recv().is_err());
+        assert_eq!(a.take(), [Outbound::Frame(frame("hi"))]);
+        assert!(b.take().is_empty());
     }
 
     #[test]
     fn leave_reports_the_last_member_and_forgets_the_group() {
         let hub = Hub::new();
-        let (a, _ra) = member(1);
-        let (b, _rb) = member(2);
-        hub.join(&g("x"), a);
-        assert!(!hub.join(&g("x"), b));
+        hub.join(&g("x"), member(1));
+        assert!(!hub.join(&g("x"), member(2)));
         assert!(!hub.leave(&g("x"), 1));
         assert!(!hub.leave(&g("x"), 1), "second leave is a no-op");
         assert!(hub.leave(&g("x"), 2));
@@ -189,22 +188,19 @@ mod tests {
     #[test]
     fn close_group_empties_it_and_queues_the_close() {
         let hub = Hub::new();
-        let (a, mut ra) = member(1);
-        hub.join(&g("x"), a);
-        let frame = crate::protocol::close::application_close(4321, "bye").unwrap();
-        assert_eq!(hub.close_group(&g("x"), &frame), 1);
+        let a = member(1);
+        hub.join(&g("x"), a.clone());
+        let close = crate::protocol::close::application_close(4321, "bye").unwrap();
+        assert_eq!(hub.close_group(&g("x"), &close), 1);
         assert_eq!(hub.subscribers(&g("x")), 0);
-        assert_eq!(ra.try_recv().unwrap(), Message::Close(Some(frame)));
+        assert_eq!(a.take(), [Outbound::Close(close)]);
     }
 
     #[test]
     fn groups_lists_sorted_and_bounded() {
         let hub = Hub::new();
-        let mut keep = Vec::new();
         for (i, name) in ["c", "a", "b"].iter().enumerate() {
-            let (m, r) = member(i as ConnId);
-            keep.push(r);
-            hub.join(&g(name), m);
+            hub.join(&g(name), member(i as ConnId));
         }
         let (list, total) = hub.groups(2);
         assert_eq!(total, 3);

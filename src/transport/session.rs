@@ -1,18 +1,26 @@
 //! One task per WebSocket connection.
 //!
-//! The task owns the socket (not split: one buffer set per connection) and `select!`s
-//! over four things: a close request (slow consumer, group close, shutdown), the outbound
-//! queue, frames from the client, and the heartbeat timer. Queued frames are written in a
-//! batch and flushed once per wake-up, which measured ~10x the throughput of a flush per
-//! frame on this machine.
+//! The task owns the socket (not split: one set of buffers per connection) and
+//! `select!`s over four things: a close request (slow consumer, shutdown), the outbound
+//! queue, frames from the client, and the heartbeat timer.
+//!
+//! Notifications arrive as complete encoded frames shared by every recipient, so they are
+//! written straight to the socket with vectored writes: everything queued goes out in as
+//! few syscalls as possible, with no per-connection write buffer to keep a burst's
+//! high-water mark. tungstenite still reads client frames, answers pings and writes the
+//! small replies and close frames; it is flushed before raw writes so frames never
+//! interleave.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Buf;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -20,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use warp::hyper::upgrade::Upgraded;
 
 use crate::broker::BrokerError;
-use crate::hub::Member;
+use crate::hub::{Member, Outbound};
 use crate::protocol::{
     ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, ServerFrame,
 };
@@ -28,8 +36,8 @@ use crate::state::AppState;
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Most queued frames written per wake-up before the task looks at its other inputs again.
-const BATCH: usize = 256;
+/// Most frames handed to one `writev` (Linux allows 1024; this keeps the array on the stack).
+const MAX_IOV: usize = 64;
 
 /// The longest herald waits for a client to answer its close frame.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
@@ -48,7 +56,6 @@ enum Ending {
 pub struct Session {
     state: AppState,
     member: Member,
-    outbox: mpsc::Receiver<Message>,
     /// Groups this connection is in; usually a handful, bounded by `--max-subscriptions`.
     groups: HashSet<GroupName>,
     /// Held for the connection's life: returning it admits the next connection.
@@ -57,18 +64,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for `member`, whose queue's receiving end is `outbox`.
+    /// A session for `member`.
     pub fn new(
         state: AppState,
         member: Member,
-        outbox: mpsc::Receiver<Message>,
         permit: OwnedSemaphorePermit,
         remote: Option<SocketAddr>,
     ) -> Self {
         Self {
             state,
             member,
-            outbox,
             groups: HashSet::new(),
             _permit: permit,
             remote,
@@ -92,6 +97,7 @@ impl Session {
     }
 
     async fn leave_all(&mut self) {
+        self.member.end();
         for group in std::mem::take(&mut self.groups) {
             if let Err(e) = self
                 .state
@@ -109,6 +115,8 @@ impl Session {
         tracing::debug!(conn = self.member.id(), remote = ?self.remote, "connection opened");
         let mut conn = Connection {
             ws,
+            pending: VecDeque::new(),
+            front_started: false,
             last_seen: Instant::now(),
             ping_sent: None,
         };
@@ -129,20 +137,17 @@ impl Session {
         let write_timeout = self.state.config.write_timeout;
         let heartbeat = sleep_until(Instant::now() + ping_interval);
         tokio::pin!(heartbeat);
-        let mut batch = Vec::new();
+        let member = self.member.clone();
         loop {
             tokio::select! {
                 biased;
-                _ = self.member.closing() => return self.on_closing(conn).await,
-                n = self.outbox.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        return Ending::Drop;
-                    }
-                    let member = self.member.clone();
+                _ = member.closing() => return self.on_closing(conn).await,
+                _ = member.ready() => {
+                    conn.pending = member.take();
                     tokio::select! {
                         biased;
                         _ = member.closing() => return self.on_closing(conn).await,
-                        written = timeout(write_timeout, conn.write_batch(&mut batch)) => match written {
+                        written = timeout(write_timeout, conn.write_pending()) => match written {
                             Ok(Ok(None)) => {}
                             Ok(Ok(Some(close))) => return Ending::Close(close),
                             Ok(Err(_)) => return Ending::Drop,
@@ -152,7 +157,6 @@ impl Session {
                             }
                         },
                     }
-                    batch.clear();
                 }
                 incoming = conn.ws.next() => {
                     conn.last_seen = Instant::now();
@@ -183,23 +187,16 @@ impl Session {
         }
     }
 
-    /// A close was requested or shutdown began. A requested close (slow consumer, group
-    /// close overflow) drops the queue; on shutdown what is already queued is still
-    /// written, within `--write-timeout`, before 1012.
+    /// A close was requested or shutdown began. A requested close (slow consumer, a group
+    /// close that found the queue full) drops the queue; on shutdown what is already queued
+    /// is still written, within `--write-timeout`, before 1012.
     async fn on_closing(&mut self, conn: &mut Connection) -> Ending {
         if let Some(frame) = self.member.requested_close() {
+            conn.drop_unstarted();
             return Ending::Close(frame);
         }
-        let mut queued = Vec::new();
-        while let Ok(msg) = self.outbox.try_recv() {
-            queued.push(msg);
-        }
-        match timeout(
-            self.state.config.write_timeout,
-            conn.write_batch(&mut queued),
-        )
-        .await
-        {
+        conn.pending.extend(self.member.take());
+        match timeout(self.state.config.write_timeout, conn.write_pending()).await {
             Ok(Ok(Some(group_close))) => Ending::Close(group_close),
             Ok(Ok(None)) => Ending::Close(CloseCode::SERVICE_RESTART.frame()),
             _ => Ending::Drop,
@@ -305,11 +302,7 @@ fn parse_group(raw: &str) -> Result<GroupName, FrameError> {
 
 /// Maps a read error to how the connection ends.
 fn read_error(e: WsError) -> Ending {
-    use tokio_tungstenite::tungstenite::error::CapacityError;
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Ending::Close(CloseCode::MESSAGE_TOO_BIG.frame())
-        }
         WsError::Capacity(_) => Ending::Close(CloseCode::MESSAGE_TOO_BIG.frame()),
         WsError::Utf8(_) => Ending::Close(CloseCode::INVALID_PAYLOAD.frame()),
         WsError::Protocol(_) => Ending::Close(CloseCode::PROTOCOL_ERROR.frame()),
@@ -317,9 +310,14 @@ fn read_error(e: WsError) -> Ending {
     }
 }
 
-/// The socket plus heartbeat bookkeeping.
+/// The socket, what is being written to it, and heartbeat bookkeeping.
 struct Connection {
     ws: Socket,
+    /// Taken from the member's queue and not yet fully written. The front frame may be
+    /// partly written (`front_started`); the rest are untouched.
+    pending: VecDeque<Outbound>,
+    /// Whether some bytes of the front pending frame are already on the wire.
+    front_started: bool,
     /// When anything (a frame, a pong) last arrived from the client.
     last_seen: Instant,
     /// When the outstanding heartbeat ping was sent.
@@ -327,24 +325,62 @@ struct Connection {
 }
 
 impl Connection {
-    /// Feeds every frame of `batch`, then flushes once. Returns the close frame if the
-    /// batch ended with a queued close (group close).
-    async fn write_batch(
-        &mut self,
-        batch: &mut Vec<Message>,
-    ) -> Result<Option<CloseFrame>, WsError> {
-        for msg in batch.drain(..) {
-            if let Message::Close(frame) = msg {
-                self.ws.flush().await?;
-                return Ok(Some(frame.unwrap_or_else(|| CloseCode::NORMAL.frame())));
+    /// Writes the pending frames with vectored writes, stopping at a queued close (group
+    /// close), which it returns. Cancel-safe: `pending` always reflects what is unwritten.
+    async fn write_pending(&mut self) -> std::io::Result<Option<CloseFrame>> {
+        // Anything tungstenite buffered (an automatic pong) goes first, whole.
+        self.ws.flush().await.map_err(std::io::Error::other)?;
+        loop {
+            let written = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for (slot, item) in iov.iter_mut().zip(self.pending.iter()) {
+                    let Outbound::Frame(bytes) = item else { break };
+                    *slot = IoSlice::new(bytes);
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                self.ws.get_mut().write_vectored(&iov[..n]).await?
+            };
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
             }
-            self.ws.feed(msg).await?;
+            self.advance(written);
         }
-        self.ws.flush().await?;
-        Ok(None)
+        self.ws.get_mut().flush().await?;
+        Ok(match self.pending.pop_front() {
+            Some(Outbound::Close(frame)) => Some(frame),
+            _ => None,
+        })
     }
 
-    /// Sends one frame now, bounded by `limit`.
+    /// Drops the first `written` bytes of the frames at the front of `pending`.
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(Outbound::Frame(front)) = self.pending.front_mut() else {
+                return;
+            };
+            if front.len() > written {
+                front.advance(written);
+                self.front_started = true;
+                return;
+            }
+            written -= front.len();
+            self.pending.pop_front();
+            self.front_started = false;
+        }
+    }
+
+    /// Keeps only a partly written front frame (it must be completed before anything
+    /// else can be written) and drops everything not yet started.
+    fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.front_started);
+        self.pending.truncate(keep);
+    }
+
+    /// Sends one frame through tungstenite now, bounded by `limit`.
     async fn send(&mut self, msg: Message, limit: Duration) -> Result<(), ()> {
         match timeout(limit, self.ws.send(msg)).await {
             Ok(Ok(())) => Ok(()),
@@ -362,11 +398,15 @@ impl Connection {
                 let _ = timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
             }
             Ending::Close(frame) => {
-                if self
-                    .send(Message::Close(Some(frame)), write_limit)
-                    .await
-                    .is_ok()
-                {
+                let close = async {
+                    // Complete a partly written frame, or the close frame would land inside it.
+                    self.write_pending().await.map_err(|_| ())?;
+                    self.ws
+                        .send(Message::Close(Some(frame)))
+                        .await
+                        .map_err(|_| ())
+                };
+                if matches!(timeout(write_limit, close).await, Ok(Ok(()))) {
                     let _ = timeout(CLOSE_HANDSHAKE, async {
                         while let Some(Ok(_)) = self.ws.next().await {}
                     })

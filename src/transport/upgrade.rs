@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -27,9 +26,9 @@ use crate::state::AppState;
 /// Bytes tungstenite reads from the socket at a time. Clients send little (subscribe,
 /// ping), so a small buffer keeps idle connections cheap; larger frames still arrive whole.
 const READ_BUFFER: usize = 2 * 1024;
-/// Frames are gathered up to this size before a write, so a burst of queued
-/// notifications goes out in few syscalls.
-const WRITE_BUFFER: usize = 8 * 1024;
+/// tungstenite writes only replies, pongs and close frames (notifications bypass it, see
+/// `session`), so it writes each at once and keeps no buffer to batch them.
+const WRITE_BUFFER: usize = 0;
 
 /// A validated upgrade request.
 pub struct Handshake {
@@ -103,9 +102,12 @@ pub async fn accept(
         .map_err(|_| ApiError::TooManyConnections)?;
 
     let id = state.next_conn_id();
-    let (tx, outbox) = mpsc::channel(state.config.send_queue as usize);
-    let member = Member::new(id, tx, state.shutdown.child_token());
-    let mut session = Session::new(state.clone(), member, outbox, permit, remote);
+    let member = Member::new(
+        id,
+        state.config.send_queue as usize,
+        state.shutdown.child_token(),
+    );
+    let mut session = Session::new(state.clone(), member, permit, remote);
     if let Some(group) = group {
         session.join(group).await?;
     }
