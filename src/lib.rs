@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: the one `Config` (CLI flags and `HERALD_*` variables).
+//! - [`auth`]: token verification (`Verifier`, `Claims`) and the pure pattern, scope and
+//!   origin checks.
 //! - [`telemetry`]: log setup.
 //! - [`server`]: binds the listener, runs until a shutdown signal, drains.
 //! - [`shutdown`]: the SIGTERM/SIGINT trigger.
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod hub;

@@ -9,7 +9,7 @@ pub mod wire;
 
 pub use close::CloseCode;
 pub use frame::{ClientFrame, FrameError, ServerFrame};
-pub use name::{EventName, GroupName, InvalidName};
+pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
