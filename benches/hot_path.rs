@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use herald::hub::{Hub, Member};
+use herald::hub::{Audience, Hub, Member};
 use herald::protocol::{encode_notify, EventName, GroupName};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,7 @@ fn deliver(c: &mut Criterion) {
         g.throughput(Throughput::Elements(members as u64));
         g.bench_function(BenchmarkId::from_parameter(members), |b| {
             b.iter(|| {
-                let out = hub.deliver(&group, black_box(&frame));
+                let out = hub.deliver(&group, black_box(&frame), Audience::Everyone);
                 // Drain as a session would, so queues never fill up.
                 for m in &handles {
                     black_box(m.take());

@@ -108,8 +108,8 @@ pub struct Config {
     pub jwt_leeway: Duration,
 
     /// With authentication on, every connection also joins the group `<prefix><sub>`
-    /// (e.g. `user:42`), so a backend can reach all of one user's tabs. `off` disables it.
-    #[arg(long, env = "HERALD_PERSONAL_GROUP_PREFIX", default_value = "user:", value_parser = parse_prefix)]
+    /// (e.g. `user:42`), so a backend can reach all of one user's tabs. Empty turns it off.
+    #[arg(long, env = "HERALD_PERSONAL_GROUP_PREFIX", default_value = "user:")]
     pub personal_group_prefix: String,
 
     /// Comma-separated origins allowed to open WebSockets, `*` matching any part of a
@@ -153,16 +153,6 @@ impl std::str::FromStr for Secret {
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()
         .map_err(|_| "expected one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA".into())
-}
-
-/// `off` (or an empty value on the command line) turns personal groups off. A word is
-/// needed because clap treats an empty environment variable as unset.
-fn parse_prefix(s: &str) -> Result<String, String> {
-    Ok(if s == "off" {
-        String::new()
-    } else {
-        s.to_owned()
-    })
 }
 
 /// How log lines are written.
@@ -218,8 +208,7 @@ mod tests {
             "HS512",
             "--allowed-origins",
             "https://*.example.com, http://localhost:*",
-            "--personal-group-prefix",
-            "off",
+            "--personal-group-prefix=",
         ])
         .unwrap();
         assert_eq!(c.jwt_algorithm, Some(Algorithm::HS512));

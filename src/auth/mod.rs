@@ -6,9 +6,12 @@
 //! Signatures and standard claims are checked by `jsonwebtoken`; herald only reads the
 //! claims it adds on top (`groups`, `publish`, `scope`).
 
+pub mod bearer;
+mod grant;
 mod pattern;
 mod verifier;
 
+pub use grant::{Grant, OtherUser};
 pub use pattern::{
     any_matches, has_scope, origin_allowed, InvalidOrigin, InvalidPattern, OriginPattern, Pattern,
 };

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use super::{Broker, BrokerError, Published};
-use crate::hub::{ConnId, Hub, Member};
-use crate::protocol::{encode_notify, EventName, GroupName, Offset};
+use crate::hub::{Audience, ConnId, Hub, Member};
+use crate::protocol::{encode_notify, EventName, GroupName, Offset, UserId};
 
 const SHARDS: usize = 64;
 
@@ -61,12 +61,13 @@ impl Broker for MemoryBroker {
         group: &GroupName,
         event: &EventName,
         data: &RawValue,
+        audience: Audience<'_>,
     ) -> Result<Published, BrokerError> {
         let log = self.log(group);
         let mut offset = lock(&log);
         *offset += 1;
         let frame = encode_notify(group, event, *offset, data);
-        let fanout = self.hub.deliver(group, &frame);
+        let fanout = self.hub.deliver(group, &frame, audience);
         Ok(Published {
             offset: *offset,
             fanout,
@@ -91,6 +92,11 @@ impl Broker for MemoryBroker {
         frame: CloseFrame,
     ) -> Result<usize, BrokerError> {
         Ok(self.hub.close_group(group, &frame))
+    }
+
+    /// Local only: one node holds every connection. A Redis broker fans this out.
+    async fn close_user(&self, user: &UserId, frame: CloseFrame) -> Result<usize, BrokerError> {
+        Ok(self.hub.close_user(user, &frame))
     }
 
     async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError> {
@@ -118,13 +124,37 @@ mod tests {
         let ev = EventName::default_event();
         let data = RawValue::from_string("1".into()).unwrap();
         assert_eq!(broker.offset(&g("a")).await.unwrap(), 0);
-        assert_eq!(broker.publish(&g("a"), &ev, &data).await.unwrap().offset, 1);
-        assert_eq!(broker.publish(&g("a"), &ev, &data).await.unwrap().offset, 2);
-        assert_eq!(broker.publish(&g("b"), &ev, &data).await.unwrap().offset, 1);
+        assert_eq!(
+            broker
+                .publish(&g("a"), &ev, &data, Audience::Everyone)
+                .await
+                .unwrap()
+                .offset,
+            1
+        );
+        assert_eq!(
+            broker
+                .publish(&g("a"), &ev, &data, Audience::Everyone)
+                .await
+                .unwrap()
+                .offset,
+            2
+        );
+        assert_eq!(
+            broker
+                .publish(&g("b"), &ev, &data, Audience::Everyone)
+                .await
+                .unwrap()
+                .offset,
+            1
+        );
 
         let member = Member::new(7, 4, CancellationToken::new());
         assert_eq!(broker.subscribe(&g("a"), member.clone()).await.unwrap(), 2);
-        let p = broker.publish(&g("a"), &ev, &data).await.unwrap();
+        let p = broker
+            .publish(&g("a"), &ev, &data, Audience::Everyone)
+            .await
+            .unwrap();
         assert_eq!((p.offset, p.fanout.queued), (3, 1));
         let got = member.take();
         assert_eq!(got.len(), 1);

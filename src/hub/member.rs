@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::CloseCode;
+use crate::protocol::{CloseCode, UserId};
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
@@ -29,6 +29,8 @@ pub struct Member(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     id: ConnId,
+    /// The authenticated user (`sub`); `None` when auth is off.
+    user: Option<UserId>,
     /// Most frames queued at once (`--send-queue`).
     capacity: usize,
     /// A plain mutex around a deque rather than a channel: an idle connection's queue owns
@@ -66,9 +68,20 @@ impl Member {
     /// Creates the handle for connection `id` with a queue of `capacity` frames; `token`
     /// should be a child of the shutdown token.
     pub fn new(id: ConnId, capacity: usize, token: CancellationToken) -> Self {
+        Self::for_user(id, capacity, token, None)
+    }
+
+    /// Like [`Member::new`], for a connection authenticated as `user`.
+    pub fn for_user(
+        id: ConnId,
+        capacity: usize,
+        token: CancellationToken,
+        user: Option<UserId>,
+    ) -> Self {
         let state = Mutex::new(State::default());
         Self(Arc::new(Shared {
             id,
+            user,
             capacity,
             state,
             ready: Notify::new(),
@@ -79,6 +92,11 @@ impl Member {
     /// The connection id.
     pub fn id(&self) -> ConnId {
         self.0.id
+    }
+
+    /// The authenticated user, if auth is on.
+    pub fn user(&self) -> Option<&UserId> {
+        self.0.user.as_ref()
     }
 
     // A poisoned lock means a panic while holding it; `State` is always consistent between

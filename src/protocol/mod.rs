@@ -28,6 +28,8 @@ pub struct NotifyRequest {
     pub groups: Option<Vec<String>>,
     /// Event type; `"message"` when absent.
     pub event: Option<String>,
+    /// Only connections of these users (their token's `sub`) receive it.
+    pub users: Option<Vec<String>>,
     /// Any JSON value, forwarded verbatim to every member.
     pub data: Box<RawValue>,
 }
@@ -64,7 +66,7 @@ pub struct NotifyResponse {
     pub groups: Option<Vec<GroupDelivery>>,
 }
 
-/// Body of `POST /groups/{group}/close`.
+/// Body of `POST /groups/{group}/close` and `POST /users/{user}/close`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloseRequest {

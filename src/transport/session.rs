@@ -1,8 +1,9 @@
 //! One task per WebSocket connection.
 //!
 //! The task owns the socket (not split: one set of buffers per connection) and
-//! `select!`s over four things: a close request (slow consumer, shutdown), the outbound
-//! queue, frames from the client, and the heartbeat timer.
+//! `select!`s over five things: a close request (slow consumer, shutdown), the outbound
+//! queue, frames from the client, the heartbeat timer and, with auth on, the token's
+//! expiry (a `refresh` frame moves it).
 //!
 //! Notifications arrive as complete encoded frames shared by every recipient, so they are
 //! written straight to the socket with vectored writes: everything queued goes out in as
@@ -11,46 +12,26 @@
 //! small replies and close frames; it is flushed before raw writes so frames never
 //! interleave.
 
-use std::collections::{HashSet, VecDeque};
-use std::io::IoSlice;
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use bytes::Buf;
-use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
-use warp::hyper::upgrade::Upgraded;
 
+use super::connection::{Connection, Ending, Socket};
+use crate::auth::Grant;
 use crate::broker::BrokerError;
-use crate::hub::{Member, Outbound};
+use crate::hub::{Audience, Member};
 use crate::protocol::{
     ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, ServerFrame,
 };
 use crate::state::AppState;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Most frames handed to one `writev` (Linux allows 1024; this keeps the array on the stack).
-const MAX_IOV: usize = 64;
-
-/// The longest herald waits for a client to answer its close frame.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
-
-/// How a connection ends.
-enum Ending {
-    /// Send this close frame, then wait briefly for the client's answer.
-    Close(CloseFrame),
-    /// The client closed: answer it (tungstenite queued the echo) and finish.
-    ClientClosed,
-    /// The socket is gone or stuck; just drop it.
-    Drop,
-}
+/// Stands in for "never" on the expiry timer of a connection without a token.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A connection's state before and while its task runs.
 pub struct Session {
@@ -61,23 +42,39 @@ pub struct Session {
     /// Held for the connection's life: returning it admits the next connection.
     _permit: OwnedSemaphorePermit,
     remote: Option<SocketAddr>,
+    /// What the token allows; `None` when auth is off (everything is allowed).
+    grant: Option<Grant>,
 }
 
 impl Session {
-    /// A session for `member`.
+    /// A session for `member`, registered in the hub under its user (for user close).
     pub fn new(
         state: AppState,
         member: Member,
         permit: OwnedSemaphorePermit,
         remote: Option<SocketAddr>,
+        grant: Option<Grant>,
     ) -> Self {
+        state.hub.register(&member);
         Self {
             state,
             member,
             groups: HashSet::new(),
             _permit: permit,
             remote,
+            grant,
         }
+    }
+
+    /// Whether the token (if any) allows joining `group`.
+    pub fn may_join(&self, group: &GroupName) -> bool {
+        self.grant.as_ref().is_none_or(|g| g.may_join(group))
+    }
+
+    /// When the connection must close for its token's expiry (`None`: never).
+    fn expiry(&self) -> Option<Instant> {
+        let left = self.grant.as_ref()?.expires_in(SystemTime::now())?;
+        Some(Instant::now() + left)
     }
 
     /// Joins `group`; returns its offset at the moment of joining.
@@ -91,6 +88,19 @@ impl Session {
         Ok(offset)
     }
 
+    /// Joins the user's personal group, if there is one.
+    pub async fn join_personal(&mut self) -> Result<(), BrokerError> {
+        let personal = self
+            .grant
+            .as_ref()
+            .and_then(|g| g.personal_group())
+            .cloned();
+        if let Some(group) = personal {
+            self.join(group).await?;
+        }
+        Ok(())
+    }
+
     /// Leaves every group; used when the upgrade never completed.
     pub async fn abandon(mut self) {
         self.leave_all().await;
@@ -98,6 +108,7 @@ impl Session {
 
     async fn leave_all(&mut self) {
         self.member.end();
+        self.state.hub.unregister(&self.member);
         for group in std::mem::take(&mut self.groups) {
             if let Err(e) = self
                 .state
@@ -113,13 +124,7 @@ impl Session {
     /// Serves the connection until it ends, then leaves its groups and closes the socket.
     pub async fn run(mut self, ws: Socket) {
         tracing::debug!(conn = self.member.id(), remote = ?self.remote, "connection opened");
-        let mut conn = Connection {
-            ws,
-            pending: VecDeque::new(),
-            front_started: false,
-            last_seen: Instant::now(),
-            ping_sent: None,
-        };
+        let mut conn = Connection::new(ws);
         let ending = self.serve(&mut conn).await;
         // Leave first, so no more frames are queued for a connection that is going away.
         self.leave_all().await;
@@ -137,11 +142,17 @@ impl Session {
         let write_timeout = self.state.config.write_timeout;
         let heartbeat = sleep_until(Instant::now() + ping_interval);
         tokio::pin!(heartbeat);
+        let mut expires_at = self.expiry();
+        let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
+        tokio::pin!(expiry);
         let member = self.member.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = member.closing() => return self.on_closing(conn).await,
+                () = &mut expiry, if expires_at.is_some() => {
+                    return Ending::Close(CloseCode::TOKEN_EXPIRED.frame());
+                }
                 _ = member.ready() => {
                     conn.pending = member.take();
                     tokio::select! {
@@ -162,6 +173,12 @@ impl Session {
                     conn.last_seen = Instant::now();
                     if let Some(ending) = self.on_incoming(conn, incoming).await {
                         return ending;
+                    }
+                    // A `refresh` moves the expiry; re-arm only then.
+                    let now_expires_at = self.expiry();
+                    if now_expires_at != expires_at {
+                        expires_at = now_expires_at;
+                        expiry.as_mut().reset(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
                     }
                 }
                 () = &mut heartbeat => {
@@ -215,21 +232,21 @@ impl Session {
         };
         match msg {
             Message::Text(text) => {
-                let reply = match self.on_frame(&text).await {
-                    Ok(Some(reply)) => reply,
-                    Ok(None) => return None,
-                    Err(e) => e.to_frame(),
-                };
-                match conn
-                    .send(
-                        Message::text(reply.to_json()),
-                        self.state.config.write_timeout,
-                    )
+                let replies = self
+                    .on_frame(&text)
                     .await
-                {
-                    Ok(()) => None,
-                    Err(_) => Some(Ending::Drop),
+                    .unwrap_or_else(|e| vec![e.to_frame()]);
+                for reply in replies {
+                    let msg = Message::text(reply.to_json());
+                    if conn
+                        .send(msg, self.state.config.write_timeout)
+                        .await
+                        .is_err()
+                    {
+                        return Some(Ending::Drop);
+                    }
                 }
+                None
             }
             Message::Binary(_) => Some(Ending::Close(CloseCode::UNSUPPORTED_DATA.frame())),
             Message::Close(_) => Some(Ending::ClientClosed),
@@ -238,12 +255,17 @@ impl Session {
         }
     }
 
-    /// Handles one client frame; `Ok(None)` means no reply is due.
-    async fn on_frame(&mut self, text: &str) -> Result<Option<ServerFrame>, FrameError> {
-        match ClientFrame::parse(text)? {
-            ClientFrame::Ping => Ok(Some(ServerFrame::Pong)),
+    /// Handles one client frame and returns the replies due, in order (usually one).
+    async fn on_frame(&mut self, text: &str) -> Result<Vec<ServerFrame>, FrameError> {
+        let reply = match ClientFrame::parse(text)? {
+            ClientFrame::Ping => ServerFrame::Pong,
             ClientFrame::Subscribe { group } => {
                 let name = parse_group(&group)?;
+                if !self.may_join(&name) {
+                    return Err(FrameError::Forbidden(format!(
+                        "the token does not allow joining {group:?} (claim `groups`)"
+                    )));
+                }
                 let offset = if self.groups.contains(&name) {
                     self.state
                         .broker
@@ -257,7 +279,7 @@ impl Session {
                     }
                     self.join(name).await.map_err(|_| FrameError::Unavailable)?
                 };
-                Ok(Some(ServerFrame::Subscribed { group, offset }))
+                ServerFrame::Subscribed { group, offset }
             }
             ClientFrame::Unsubscribe { group } => {
                 let name = parse_group(&group)?;
@@ -268,13 +290,19 @@ impl Session {
                         .await
                         .map_err(|_| FrameError::Unavailable)?;
                 }
-                Ok(Some(ServerFrame::Unsubscribed { group }))
+                ServerFrame::Unsubscribed { group }
             }
+            ClientFrame::Refresh { token } => return self.refresh(&token).await,
             ClientFrame::Publish { group, event, data } => {
                 if !self.state.config.client_publish {
                     return Err(FrameError::PublishDisabled);
                 }
                 let name = parse_group(&group)?;
+                if !self.grant.as_ref().is_none_or(|g| g.may_publish(&name)) {
+                    return Err(FrameError::Forbidden(format!(
+                        "the token does not allow publishing to {group:?} (claim `publish`)"
+                    )));
+                }
                 if !self.groups.contains(&name) {
                     return Err(FrameError::NotSubscribed(group));
                 }
@@ -286,13 +314,50 @@ impl Session {
                 };
                 self.state
                     .broker
-                    .publish(&name, &event, &data)
+                    .publish(&name, &event, &data, Audience::Everyone)
                     .await
                     .map_err(|_| FrameError::Unavailable)?;
                 // The publisher is a member, so the notification itself is its acknowledgement.
-                Ok(None)
+                return Ok(Vec::new());
             }
+        };
+        Ok(vec![reply])
+    }
+
+    /// Replaces the connection's token with `token` (same `sub`): its rights become the
+    /// new token's, so it first leaves the groups the new token does not allow (one
+    /// `unsubscribed` each), then answers `refreshed` with the new `exp`.
+    async fn refresh(&mut self, token: &str) -> Result<Vec<ServerFrame>, FrameError> {
+        let (Some(verifier), Some(grant)) = (&self.state.verifier, &mut self.grant) else {
+            return Err(FrameError::AuthDisabled);
+        };
+        let claims = verifier
+            .verify(token)
+            .map_err(|e| FrameError::InvalidToken(e.to_string()))?;
+        grant
+            .refresh(claims)
+            .map_err(|e| FrameError::Forbidden(e.to_string()))?;
+        let exp = grant.exp();
+        let revoked: Vec<GroupName> = self
+            .groups
+            .iter()
+            .filter(|g| !grant.may_join(g))
+            .cloned()
+            .collect();
+        let mut replies = Vec::with_capacity(revoked.len() + 1);
+        for group in revoked {
+            self.groups.remove(&group);
+            self.state
+                .broker
+                .unsubscribe(&group, self.member.id())
+                .await
+                .map_err(|_| FrameError::Unavailable)?;
+            replies.push(ServerFrame::Unsubscribed {
+                group: group.to_string(),
+            });
         }
+        replies.push(ServerFrame::Refreshed { exp });
+        Ok(replies)
     }
 }
 
@@ -307,112 +372,5 @@ fn read_error(e: WsError) -> Ending {
         WsError::Utf8(_) => Ending::Close(CloseCode::INVALID_PAYLOAD.frame()),
         WsError::Protocol(_) => Ending::Close(CloseCode::PROTOCOL_ERROR.frame()),
         _ => Ending::Drop,
-    }
-}
-
-/// The socket, what is being written to it, and heartbeat bookkeeping.
-struct Connection {
-    ws: Socket,
-    /// Taken from the member's queue and not yet fully written. The front frame may be
-    /// partly written (`front_started`); the rest are untouched.
-    pending: VecDeque<Outbound>,
-    /// Whether some bytes of the front pending frame are already on the wire.
-    front_started: bool,
-    /// When anything (a frame, a pong) last arrived from the client.
-    last_seen: Instant,
-    /// When the outstanding heartbeat ping was sent.
-    ping_sent: Option<Instant>,
-}
-
-impl Connection {
-    /// Writes the pending frames with vectored writes, stopping at a queued close (group
-    /// close), which it returns. Cancel-safe: `pending` always reflects what is unwritten.
-    async fn write_pending(&mut self) -> std::io::Result<Option<CloseFrame>> {
-        // Anything tungstenite buffered (an automatic pong) goes first, whole.
-        self.ws.flush().await.map_err(std::io::Error::other)?;
-        loop {
-            let written = {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut n = 0;
-                for (slot, item) in iov.iter_mut().zip(self.pending.iter()) {
-                    let Outbound::Frame(bytes) = item else { break };
-                    *slot = IoSlice::new(bytes);
-                    n += 1;
-                }
-                if n == 0 {
-                    break;
-                }
-                self.ws.get_mut().write_vectored(&iov[..n]).await?
-            };
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.advance(written);
-        }
-        self.ws.get_mut().flush().await?;
-        Ok(match self.pending.pop_front() {
-            Some(Outbound::Close(frame)) => Some(frame),
-            _ => None,
-        })
-    }
-
-    /// Drops the first `written` bytes of the frames at the front of `pending`.
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(Outbound::Frame(front)) = self.pending.front_mut() else {
-                return;
-            };
-            if front.len() > written {
-                front.advance(written);
-                self.front_started = true;
-                return;
-            }
-            written -= front.len();
-            self.pending.pop_front();
-            self.front_started = false;
-        }
-    }
-
-    /// Keeps only a partly written front frame (it must be completed before anything
-    /// else can be written) and drops everything not yet started.
-    fn drop_unstarted(&mut self) {
-        let keep = usize::from(self.front_started);
-        self.pending.truncate(keep);
-    }
-
-    /// Sends one frame through tungstenite now, bounded by `limit`.
-    async fn send(&mut self, msg: Message, limit: Duration) -> Result<(), ()> {
-        match timeout(limit, self.ws.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
-    }
-
-    /// Ends the connection as `ending` says: at most `write_limit` to get the close frame
-    /// out (a slow consumer may still be reading its backlog), then a short wait for the
-    /// client's answer so the TCP close is clean.
-    async fn finish(mut self, ending: Ending, write_limit: Duration) {
-        match ending {
-            Ending::Drop => {}
-            Ending::ClientClosed => {
-                let _ = timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
-            }
-            Ending::Close(frame) => {
-                let close = async {
-                    // Complete a partly written frame, or the close frame would land inside it.
-                    self.write_pending().await.map_err(|_| ())?;
-                    self.ws
-                        .send(Message::Close(Some(frame)))
-                        .await
-                        .map_err(|_| ())
-                };
-                if matches!(timeout(write_limit, close).await, Ok(Ok(()))) {
-                    let _ = timeout(CLOSE_HANDSHAKE, async {
-                        while let Some(Ok(_)) = self.ws.next().await {}
-                    })
-                    .await;
-                }
-            }
-        }
     }
 }

@@ -17,8 +17,10 @@ use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use super::admission::Admission;
 use super::session::Session;
 use crate::api::ApiError;
+use crate::auth::Grant;
 use crate::hub::Member;
 use crate::protocol::GroupName;
 use crate::state::AppState;
@@ -83,15 +85,28 @@ fn check_handshake(
     Ok(Handshake { key, on_upgrade })
 }
 
-/// Admits a connection: shutdown and connection-limit checks, then joins the
-/// path's group *before* answering 101, so a notify sent as soon as the client sees the
-/// 101 already reaches it. The session task takes over once hyper hands over the socket.
+/// Admits a connection: the token's right to the path's group (403), shutdown and
+/// connection-limit checks, then joins the personal group and the path's group *before*
+/// answering 101, so a notify sent as soon as the client sees the 101 already reaches it.
+/// The session task takes over once hyper hands over the socket.
 pub async fn accept(
     state: AppState,
     group: Option<GroupName>,
     hs: Handshake,
+    admission: Admission,
     remote: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
+    let config = &state.config;
+    let grant = admission
+        .claims
+        .map(|c| Grant::new(c, &config.personal_group_prefix, config.jwt_leeway));
+    if let (Some(grant), Some(group)) = (&grant, &group) {
+        if !grant.may_join(group) {
+            return Err(ApiError::Forbidden(format!(
+                "the token does not allow joining {group:?} (claim `groups`)"
+            )));
+        }
+    }
     if state.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }
@@ -102,14 +117,24 @@ pub async fn accept(
         .map_err(|_| ApiError::TooManyConnections)?;
 
     let id = state.next_conn_id();
-    let member = Member::new(
+    let member = Member::for_user(
         id,
         state.config.send_queue as usize,
         state.shutdown.child_token(),
+        grant.as_ref().map(|g| g.user().clone()),
     );
-    let mut session = Session::new(state.clone(), member, permit, remote);
-    if let Some(group) = group {
-        session.join(group).await?;
+    let mut session = Session::new(state.clone(), member, permit, remote, grant);
+    let joined = async {
+        session.join_personal().await?;
+        match group {
+            Some(group) => session.join(group).await.map(drop),
+            None => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = joined {
+        session.abandon().await;
+        return Err(e.into());
     }
 
     let config = WebSocketConfig::default()
@@ -145,5 +170,8 @@ pub async fn accept(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).map_err(|_| ApiError::Internal)?,
     );
+    if let Some(protocol) = admission.protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     Ok(res)
 }
