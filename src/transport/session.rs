@@ -67,7 +67,7 @@ impl Session {
     }
 
     /// Whether the token (if any) allows joining `group`.
-    pub fn may_join(&self, group: &GroupName) -> bool {
+    fn may_join(&self, group: &GroupName) -> bool {
         self.grant.as_ref().is_none_or(|g| g.may_join(group))
     }
 
@@ -77,7 +77,12 @@ impl Session {
         Some(Instant::now() + left)
     }
 
-    /// Joins `group`; returns its offset at the moment of joining.
+    /// The current token's `exp`, which only a `refresh` changes.
+    fn exp(&self) -> Option<u64> {
+        self.grant.as_ref().map(Grant::exp)
+    }
+
+    /// Joins `group` (again: harmless); returns its offset at the moment of joining.
     pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
         let offset = self
             .state
@@ -143,6 +148,7 @@ impl Session {
         let heartbeat = sleep_until(Instant::now() + ping_interval);
         tokio::pin!(heartbeat);
         let mut expires_at = self.expiry();
+        let mut armed_exp = self.exp();
         let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
         tokio::pin!(expiry);
         let member = self.member.clone();
@@ -175,9 +181,9 @@ impl Session {
                         return ending;
                     }
                     // A `refresh` moves the expiry; re-arm only then.
-                    let now_expires_at = self.expiry();
-                    if now_expires_at != expires_at {
-                        expires_at = now_expires_at;
+                    if self.exp() != armed_exp {
+                        armed_exp = self.exp();
+                        expires_at = self.expiry();
                         expiry.as_mut().reset(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
                     }
                 }

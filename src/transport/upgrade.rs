@@ -96,10 +96,15 @@ pub async fn accept(
     admission: Admission,
     remote: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    let config = &state.config;
-    let grant = admission
-        .claims
-        .map(|c| Grant::new(c, &config.personal_group_prefix, config.jwt_leeway));
+    // Claims only come from the verifier, so its leeway (whole seconds) is the one that
+    // applied to `exp` at the door and now times the connection's expiry.
+    let leeway = state
+        .verifier
+        .as_ref()
+        .map(|v| v.leeway())
+        .unwrap_or_default();
+    let prefix = &state.config.personal_group_prefix;
+    let grant = admission.claims.map(|c| Grant::new(c, prefix, leeway));
     if let (Some(grant), Some(group)) = (&grant, &group) {
         if !grant.may_join(group) {
             return Err(ApiError::Forbidden(format!(
