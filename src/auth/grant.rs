@@ -17,6 +17,15 @@ pub struct Grant {
     leeway: Duration,
 }
 
+/// A group the token does not let the connection join (or publish to).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the token does not allow {action} {group:?} (claim `{claim}`)")]
+pub struct Denied {
+    action: &'static str,
+    group: GroupName,
+    claim: &'static str,
+}
+
 /// Why a `refresh` token was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the new token is for another user (sub); reconnect to change users")]
@@ -58,6 +67,24 @@ impl Grant {
     /// Whether the connection may publish to `group` (only the token's `publish`).
     pub fn may_publish(&self, group: &GroupName) -> bool {
         self.claims.may_publish(group)
+    }
+
+    /// [`Grant::may_join`] as a result that explains a refusal.
+    pub fn check_join(&self, group: &GroupName) -> Result<(), Denied> {
+        self.may_join(group).then_some(()).ok_or_else(|| Denied {
+            action: "joining",
+            group: group.clone(),
+            claim: "groups",
+        })
+    }
+
+    /// [`Grant::may_publish`] as a result that explains a refusal.
+    pub fn check_publish(&self, group: &GroupName) -> Result<(), Denied> {
+        self.may_publish(group).then_some(()).ok_or_else(|| Denied {
+            action: "publishing to",
+            group: group.clone(),
+            claim: "publish",
+        })
     }
 
     /// How long after `now` the connection must close: `exp` + leeway. `None` when that
@@ -104,6 +131,10 @@ mod tests {
         assert!(!grant.may_join(&g("user:43")) && !grant.may_join(&g("news")));
         assert!(grant.may_publish(&g("room:1")) && !grant.may_publish(&g("room:2")));
         assert!(!grant.may_publish(&g("user:42")));
+        assert_eq!(
+            grant.check_join(&g("news")).unwrap_err().to_string(),
+            "the token does not allow joining \"news\" (claim `groups`)"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod grant;
 mod pattern;
 mod verifier;
 
-pub use grant::{Grant, OtherUser};
+pub use grant::{Denied, Grant, OtherUser};
 pub use pattern::{
     any_matches, has_scope, origin_allowed, InvalidOrigin, InvalidPattern, OriginPattern, Pattern,
 };

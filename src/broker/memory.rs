@@ -123,31 +123,19 @@ mod tests {
         let broker = MemoryBroker::new(Arc::new(Hub::new()));
         let ev = EventName::default_event();
         let data = RawValue::from_string("1".into()).unwrap();
+        let publish = |group: &'static str| {
+            let (ev, data) = (&ev, &data);
+            let broker = &broker;
+            async move {
+                let group = g(group);
+                let published = broker.publish(&group, ev, data, Audience::Everyone);
+                published.await.unwrap().offset
+            }
+        };
         assert_eq!(broker.offset(&g("a")).await.unwrap(), 0);
-        assert_eq!(
-            broker
-                .publish(&g("a"), &ev, &data, Audience::Everyone)
-                .await
-                .unwrap()
-                .offset,
-            1
-        );
-        assert_eq!(
-            broker
-                .publish(&g("a"), &ev, &data, Audience::Everyone)
-                .await
-                .unwrap()
-                .offset,
-            2
-        );
-        assert_eq!(
-            broker
-                .publish(&g("b"), &ev, &data, Audience::Everyone)
-                .await
-                .unwrap()
-                .offset,
-            1
-        );
+        assert_eq!(publish("a").await, 1);
+        assert_eq!(publish("a").await, 2);
+        assert_eq!(publish("b").await, 1);
 
         let member = Member::new(7, 4, CancellationToken::new());
         assert_eq!(broker.subscribe(&g("a"), member.clone()).await.unwrap(), 2);

@@ -66,9 +66,17 @@ impl Session {
         }
     }
 
-    /// Whether the token (if any) allows joining `group`.
-    fn may_join(&self, group: &GroupName) -> bool {
-        self.grant.as_ref().is_none_or(|g| g.may_join(group))
+    /// Whether the token (if any) allows joining, or publishing to, `group`.
+    fn check(&self, group: &GroupName, publish: bool) -> Result<(), FrameError> {
+        let Some(grant) = &self.grant else {
+            return Ok(());
+        };
+        let checked = if publish {
+            grant.check_publish(group)
+        } else {
+            grant.check_join(group)
+        };
+        checked.map_err(|e| FrameError::Forbidden(e.to_string()))
     }
 
     /// When the connection must close for its token's expiry (`None`: never).
@@ -267,11 +275,7 @@ impl Session {
             ClientFrame::Ping => ServerFrame::Pong,
             ClientFrame::Subscribe { group } => {
                 let name = parse_group(&group)?;
-                if !self.may_join(&name) {
-                    return Err(FrameError::Forbidden(format!(
-                        "the token does not allow joining {group:?} (claim `groups`)"
-                    )));
-                }
+                self.check(&name, false)?;
                 let offset = if self.groups.contains(&name) {
                     self.state
                         .broker
@@ -304,11 +308,7 @@ impl Session {
                     return Err(FrameError::PublishDisabled);
                 }
                 let name = parse_group(&group)?;
-                if !self.grant.as_ref().is_none_or(|g| g.may_publish(&name)) {
-                    return Err(FrameError::Forbidden(format!(
-                        "the token does not allow publishing to {group:?} (claim `publish`)"
-                    )));
-                }
+                self.check(&name, true)?;
                 if !self.groups.contains(&name) {
                     return Err(FrameError::NotSubscribed(group));
                 }

@@ -106,11 +106,9 @@ pub async fn accept(
     let prefix = &state.config.personal_group_prefix;
     let grant = admission.claims.map(|c| Grant::new(c, prefix, leeway));
     if let (Some(grant), Some(group)) = (&grant, &group) {
-        if !grant.may_join(group) {
-            return Err(ApiError::Forbidden(format!(
-                "the token does not allow joining {group:?} (claim `groups`)"
-            )));
-        }
+        grant
+            .check_join(group)
+            .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     }
     if state.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
