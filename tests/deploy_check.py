@@ -370,6 +370,8 @@ def cmd_k8s(_args) -> int:
     p(hpa["apiVersion"] == "autoscaling/v2", "HPA must be autoscaling/v2")
     p(smon["apiVersion"] == "monitoring.coreos.com/v1", "ServiceMonitor must be monitoring.coreos.com/v1")
     p("replicas" not in dep["spec"], "Deployment sets replicas although the HPA owns the count")
+    p(spec.get("enableServiceLinks") is False,
+      "enableServiceLinks must be false: the Service named herald would inject HERALD_SERVICE_HOST, HERALD_PORT, ...")
 
     # Ports line up: Service -> container ports, ServiceMonitor -> Service port.
     svc_ports = {pt["name"]: pt for pt in svc["spec"]["ports"]}
