@@ -1,10 +1,15 @@
 //! Configuration: one clap struct, every flag also readable from a `HERALD_*` variable.
 //! Parsed once in `main` and passed down; nothing else reads the environment.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use jsonwebtoken::Algorithm;
+
+use crate::auth::OriginPattern;
 
 /// herald: a notification hub. WebSocket clients join named groups; backends send
 /// events to a group with `POST /notify`.
@@ -63,6 +68,91 @@ pub struct Config {
     /// Log format: `text` for people, `json` for log pipelines. Filter with `RUST_LOG`.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Shared secret for HS256/HS384/HS512 tokens. Setting a key turns authentication on.
+    /// Prefer `--jwt-secret-file` or the variable: a flag shows up in `ps`.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true, conflicts_with_all = ["jwt_secret_file", "jwt_public_key_file"])]
+    pub jwt_secret: Option<Secret>,
+
+    /// File holding the shared secret for HS256/HS384/HS512 tokens (one trailing newline
+    /// is ignored). Setting a key turns authentication on.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET_FILE",
+        conflicts_with = "jwt_public_key_file"
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM file with the public key for RS*/PS*, ES256/ES384 or EdDSA tokens. Setting a
+    /// key turns authentication on.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// The one token algorithm accepted. Default: HS256 with a secret, otherwise RS256,
+    /// ES256 or EdDSA after the kind of public key.
+    #[arg(long, env = "HERALD_JWT_ALGORITHM", value_parser = parse_algorithm)]
+    pub jwt_algorithm: Option<Algorithm>,
+
+    /// Required `iss` claim: tokens from any other issuer are refused.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim: tokens for any other audience are refused. When unset, a
+    /// token that names an audience at all is refused (RFC 7519 §4.1.3).
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on `exp` and `nbf`, in whole seconds; a connection is closed
+    /// with 4102 this long after its token's `exp`.
+    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// With authentication on, every connection also joins the group `<prefix><sub>`
+    /// (e.g. `user:42`), so a backend can reach all of one user's tabs. Empty turns it off.
+    #[arg(long, env = "HERALD_PERSONAL_GROUP_PREFIX", default_value = "user:")]
+    pub personal_group_prefix: String,
+
+    /// Comma-separated origins allowed to open WebSockets, `*` matching any part of a
+    /// host or port (`https://*.example.com,http://localhost:*`). Unset: every origin.
+    /// Requests without `Origin` (non-browser clients) are always allowed.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<OriginPattern>>,
+}
+
+/// A secret value: usable in code, printed as `[redacted]` by `Debug` so that logging
+/// the effective `Config` never leaks it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse()
+        .map_err(|_| "expected one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA".into())
 }
 
 /// How log lines are written.
@@ -106,6 +196,35 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(120));
         assert!(c.client_publish);
         assert_eq!(c.send_queue, 8);
+    }
+
+    #[test]
+    fn auth_flags_parse_and_the_secret_never_prints() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--jwt-secret",
+            "hunter2",
+            "--jwt-algorithm",
+            "HS512",
+            "--allowed-origins",
+            "https://*.example.com, http://localhost:*",
+            "--personal-group-prefix=",
+        ])
+        .unwrap();
+        assert_eq!(c.jwt_algorithm, Some(Algorithm::HS512));
+        assert_eq!(c.allowed_origins.as_ref().map(Vec::len), Some(2));
+        assert_eq!(c.jwt_leeway, Duration::from_secs(5));
+        assert_eq!(c.personal_group_prefix, "");
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("[redacted]"));
+        assert!(Config::try_parse_from([
+            "herald",
+            "--jwt-secret",
+            "a",
+            "--jwt-public-key-file",
+            "k.pem"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: the one `Config` (CLI flags and `HERALD_*` variables).
+//! - [`auth`]: token verification (`Verifier`, `Claims`) and the pure pattern, scope and
+//!   origin checks.
 //! - [`telemetry`]: log setup.
 //! - [`server`]: binds the listener, runs until a shutdown signal, drains.
 //! - [`shutdown`]: the SIGTERM/SIGINT trigger.
@@ -15,12 +17,14 @@
 //! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
 //!
 //! # Flows
-//! - **notify**: `api::notify` validates → `broker.publish` assigns the offset and encodes
+//! - **notify**: `transport::admission` checks the backend token → `api::notify` validates → `broker.publish` assigns the offset and encodes
 //!   the frame once → `hub.deliver` queues the shared bytes on each member (a full queue
 //!   closes that member with 4100) → each `transport::session` writes its queue in batches.
-//! - **subscribe**: `transport::upgrade` checks name, shutdown and connection limit → the
-//!   session joins through `broker.subscribe` (atomically with the group's offset) →
-//!   live frames.
+//! - **subscribe**: `transport::upgrade` checks the name, `transport::admission` the
+//!   origin and token (`auth::Verifier`), then the token's right to the group, shutdown
+//!   and connection limit → the session joins its personal group and the group through
+//!   `broker.subscribe` (atomically with the group's offset) → live frames until the
+//!   token's expiry (4102) unless refreshed.
 //! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
 //!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
 //!   `--drain-timeout` passed.
@@ -28,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod hub;

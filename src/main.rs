@@ -17,10 +17,14 @@ async fn main() -> ExitCode {
     let server = match Server::bind(config.clone()) {
         Ok(server) => server,
         Err(e) => {
-            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+            tracing::error!(listen = %config.listen, error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
+    match &server.state().verifier {
+        Some(v) => tracing::info!(algorithm = ?v.algorithm(), "authentication on: every WebSocket and API call needs a bearer token"),
+        None => tracing::warn!("authentication OFF: no JWT key configured (--jwt-secret, --jwt-secret-file, --jwt-public-key-file); anyone who can reach herald may connect and call the API"),
+    }
     match server.local_addr() {
         Ok(addr) => tracing::info!(%addr, "listening"),
         Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),

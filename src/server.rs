@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
+use crate::auth::{KeyError, Verifier};
 use crate::config::Config;
 use crate::state::AppState;
 use crate::transport;
@@ -15,6 +16,17 @@ use crate::transport;
 /// after a restart arrives in bursts of thousands.
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configured JWT key cannot be used.
+    #[error("JWT key: {0}")]
+    Key(#[from] KeyError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] io::Error),
+}
+
 /// A bound, not yet running herald node.
 pub struct Server {
     listener: TcpListener,
@@ -22,9 +34,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` (port 0 picks a free port) with TCP_NODELAY, which accepted
-    /// sockets inherit: notifications are small and must not wait for Nagle.
-    pub fn bind(config: Config) -> io::Result<Self> {
+    /// Loads the JWT key, if any, then binds `config.listen` (port 0 picks a free port)
+    /// with TCP_NODELAY, which accepted sockets inherit: notifications are small and must
+    /// not wait for Nagle.
+    pub fn bind(config: Config) -> Result<Self, StartError> {
+        let verifier = Verifier::from_config(&config)?;
         let addr = config.listen;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
@@ -35,7 +49,7 @@ impl Server {
         let listener = TcpListener::from_std(socket.into())?;
         Ok(Self {
             listener,
-            state: AppState::new(config),
+            state: AppState::new(config, verifier),
         })
     }
 

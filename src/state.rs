@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Verifier;
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
 use crate::hub::{ConnId, Hub};
@@ -20,6 +21,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Offsets and delivery (memory by default).
     pub broker: Arc<dyn Broker>,
+    /// Checks bearer tokens; `None` when no key is configured (auth off).
+    pub verifier: Option<Arc<Verifier>>,
     /// One permit per open WebSocket (`--max-connections`); the permit lives in the
     /// session task, so a connection that ends for any reason gives it back.
     pub connections: Arc<Semaphore>,
@@ -31,8 +34,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a node with the embedded in-memory broker.
-    pub fn new(config: Config) -> Self {
+    /// State for a node with the embedded in-memory broker, checking tokens with
+    /// `verifier` (built from the same config) when there is one.
+    pub fn new(config: Config, verifier: Option<Verifier>) -> Self {
         let hub = Arc::new(Hub::new());
         let broker = Arc::new(MemoryBroker::new(hub.clone()));
         Self {
@@ -40,6 +44,7 @@ impl AppState {
             config: Arc::new(config),
             hub,
             broker,
+            verifier: verifier.map(Arc::new),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             next_conn: Arc::new(AtomicU64::new(1)),

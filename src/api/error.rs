@@ -9,9 +9,10 @@ use warp::reject::Reject;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
+use crate::auth::AuthError;
 use crate::broker::BrokerError;
 use crate::protocol::close::InvalidClose;
-use crate::protocol::InvalidName;
+use crate::protocol::{InvalidName, InvalidUserId};
 
 /// An HTTP API failure.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum ApiError {
     /// An event name breaks the naming rule.
     #[error("{0}")]
     InvalidEvent(InvalidName),
+    /// A user id breaks the user id rule.
+    #[error("{0}")]
+    InvalidUser(InvalidUserId),
     /// A close code or reason that cannot be sent.
     #[error("{0}")]
     InvalidClose(InvalidClose),
@@ -37,6 +41,13 @@ pub enum ApiError {
     /// A malformed header.
     #[error("invalid header: {0}")]
     InvalidHeader(String),
+    /// No valid bearer token (or more than one).
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    /// A valid token without the right: a group it may not join, a missing scope, or an
+    /// origin not in `--allowed-origins`.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such route.
     #[error("no such endpoint; see openapi.yaml for the API")]
     NotFound,
@@ -76,9 +87,13 @@ impl ApiError {
             | Self::InvalidRequest(_)
             | Self::InvalidGroup(_)
             | Self::InvalidEvent(_)
+            | Self::InvalidUser(_)
             | Self::InvalidClose(_)
             | Self::InvalidQuery(_)
-            | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidHeader(_)
+            | Self::Unauthorized(AuthError::Ambiguous) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -98,6 +113,10 @@ impl ApiError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidGroup(_) => "invalid_group",
             Self::InvalidEvent(_) => "invalid_event",
+            Self::InvalidUser(_) => "invalid_user",
+            Self::Unauthorized(AuthError::Ambiguous) => "invalid_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::InvalidClose(InvalidClose::Code(_)) => "invalid_close_code",
             Self::InvalidClose(InvalidClose::Reason(_)) => "invalid_close_reason",
             Self::InvalidQuery(_) => "invalid_query",
@@ -127,6 +146,18 @@ impl ApiError {
         if let Self::MethodNotAllowed(allow) = self {
             res.headers_mut()
                 .insert("allow", warp::http::HeaderValue::from_static(allow));
+        }
+        if let Self::Unauthorized(e) = self {
+            // RFC 6750 §3: name the scheme; `invalid_token` once a token was presented.
+            let challenge = match e {
+                AuthError::Missing => r#"Bearer realm="herald""#,
+                AuthError::Ambiguous => r#"Bearer realm="herald", error="invalid_request""#,
+                AuthError::Invalid(_) => r#"Bearer realm="herald", error="invalid_token""#,
+            };
+            res.headers_mut().insert(
+                "www-authenticate",
+                warp::http::HeaderValue::from_static(challenge),
+            );
         }
         if let Self::UpgradeRequired(_) = self {
             // RFC 6455 §4.4: tell the client which protocol version to use.

@@ -5,20 +5,33 @@ use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{body, group_from_path, json, ApiError};
+use super::{body, json, ApiError};
 use crate::protocol::close::application_close;
-use crate::protocol::{CloseRequest, Offset};
+use crate::protocol::{CloseRequest, GroupName, Offset, UserId};
 use crate::state::AppState;
 
-/// Longest list `GET /groups` returns.
+/// Longest list `GET /groups` (groups) and `GET /groups/{group}` (users) return.
 pub const MAX_LIST_LIMIT: usize = 1000;
 
-/// Query of `GET /groups`.
+/// Query of `GET /groups` and `GET /groups/{group}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// How many groups to return (1–1000, default 100).
+    /// How many entries to list (1–1000, default 100).
     pub limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// The requested limit, checked.
+    fn limit(&self) -> Result<usize, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(ApiError::InvalidQuery(format!(
+                "limit must be 1 to {MAX_LIST_LIMIT}"
+            )));
+        }
+        Ok(limit)
+    }
 }
 
 #[derive(Serialize)]
@@ -38,22 +51,19 @@ struct GroupInfo {
     group: String,
     subscribers: usize,
     offset: Offset,
+    users: Vec<UserId>,
 }
 
+/// Reply to a group or user close.
 #[derive(Serialize)]
-struct Closed {
-    closed: usize,
+pub(super) struct Closed {
+    /// Connections on this node that were closed.
+    pub(super) closed: usize,
 }
 
 /// Groups with members on this node, by name, with their subscriber counts.
 pub async fn list(state: AppState, query: ListQuery) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-        return Err(ApiError::InvalidQuery(format!(
-            "limit must be 1 to {MAX_LIST_LIMIT}"
-        )));
-    }
-    let (groups, total) = state.hub.groups(limit);
+    let (groups, total) = state.hub.groups(query.limit()?);
     let groups = groups
         .into_iter()
         .map(|(g, n)| GroupSummary {
@@ -64,12 +74,17 @@ pub async fn list(state: AppState, query: ListQuery) -> Result<Response, ApiErro
     Ok(json(StatusCode::OK, &GroupList { groups, total }))
 }
 
-/// One group's local subscriber count and latest offset.
-pub async fn get(raw_group: String, state: AppState) -> Result<Response, ApiError> {
-    let group = group_from_path(&raw_group)?;
+/// One group's local subscriber count, latest offset and (up to `limit`) distinct users.
+pub async fn get(
+    group: GroupName,
+    state: AppState,
+    query: ListQuery,
+) -> Result<Response, ApiError> {
+    let limit = query.limit()?;
     let offset = state.broker.offset(&group).await?;
     let info = GroupInfo {
         subscribers: state.hub.subscribers(&group),
+        users: state.hub.group_users(&group, limit),
         group: group.to_string(),
         offset,
     };
@@ -77,8 +92,7 @@ pub async fn get(raw_group: String, state: AppState) -> Result<Response, ApiErro
 }
 
 /// Closes every connection in the group with the requested code and reason.
-pub async fn close(raw_group: String, state: AppState, raw: Bytes) -> Result<Response, ApiError> {
-    let group = group_from_path(&raw_group)?;
+pub async fn close(group: GroupName, state: AppState, raw: Bytes) -> Result<Response, ApiError> {
     let req: CloseRequest = body::parse(&raw)?;
     let frame = application_close(req.code, &req.reason).map_err(ApiError::InvalidClose)?;
     let closed = state.broker.close_group(&group, frame).await?;

@@ -6,6 +6,7 @@ pub mod error;
 pub mod groups;
 pub mod health;
 pub mod notify;
+pub mod users;
 
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -14,7 +15,7 @@ use warp::Reply;
 
 pub use error::ApiError;
 
-use crate::protocol::GroupName;
+use crate::protocol::{GroupName, UserId};
 
 /// A JSON reply with `status`.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
@@ -26,4 +27,10 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 pub fn group_from_path(raw: &str) -> Result<GroupName, ApiError> {
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     GroupName::parse(&decoded).map_err(ApiError::InvalidGroup)
+}
+
+/// Validates a user id taken from the URL path (percent-decoded first).
+pub fn user_from_path(raw: &str) -> Result<UserId, ApiError> {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    UserId::parse(&decoded).map_err(ApiError::InvalidUser)
 }

@@ -1,17 +1,24 @@
 //! `POST /notify`: a Channels `group_send` for backends.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{body, json, ApiError};
-use crate::protocol::{EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse};
+use crate::hub::Audience;
+use crate::protocol::{EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, UserId};
 use crate::state::AppState;
 
 /// Most groups one notify may target.
 pub const MAX_TARGET_GROUPS: usize = 100;
 
-/// Publishes the event to each target group and reports offsets and local recipients.
+/// Most users one notify may target.
+pub const MAX_TARGET_USERS: usize = 1000;
+
+/// Publishes the event to each target group (only to the listed users' connections when
+/// `users` is given) and reports offsets and local recipients.
 pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
     let req: NotifyRequest = body::parse(&raw)?;
     let (targets, single) = targets(req.group, req.groups)?;
@@ -19,10 +26,15 @@ pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
         Some(e) => EventName::parse(&e).map_err(ApiError::InvalidEvent)?,
         None => EventName::default_event(),
     };
+    let users = req.users.map(users).transpose()?;
+    let audience = users.as_ref().map_or(Audience::Everyone, Audience::Users);
 
     let mut deliveries = Vec::with_capacity(targets.len());
     for group in &targets {
-        let published = state.broker.publish(group, &event, &req.data).await?;
+        let published = state
+            .broker
+            .publish(group, &event, &req.data, audience)
+            .await?;
         deliveries.push(GroupDelivery {
             group: group.to_string(),
             offset: published.offset,
@@ -47,6 +59,19 @@ pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
         }
     };
     Ok(json(StatusCode::ACCEPTED, &reply))
+}
+
+/// Validates `users`: 1 to [`MAX_TARGET_USERS`] valid ids (repeats are harmless).
+fn users(list: Vec<String>) -> Result<HashSet<UserId>, ApiError> {
+    if list.is_empty() || list.len() > MAX_TARGET_USERS {
+        return Err(ApiError::InvalidRequest(format!(
+            "`users` must list 1 to {MAX_TARGET_USERS} users, got {}",
+            list.len()
+        )));
+    }
+    list.iter()
+        .map(|u| UserId::parse(u).map_err(ApiError::InvalidUser))
+        .collect()
 }
 
 /// Validates `group` / `groups`: exactly one of them, valid names, no repeats.

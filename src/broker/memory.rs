@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{Broker, BrokerError, Published};
-use crate::hub::{ConnId, Hub, Member};
-use crate::protocol::{encode_notify, EventName, GroupName, Offset};
+use crate::hub::{Audience, ConnId, Hub, Member};
+use crate::protocol::{encode_notify, EventName, GroupName, Offset, UserId};
 
 const SHARDS: usize = 64;
 
@@ -62,12 +61,13 @@ impl Broker for MemoryBroker {
         group: &GroupName,
         event: &EventName,
         data: &RawValue,
+        audience: Audience<'_>,
     ) -> Result<Published, BrokerError> {
         let log = self.log(group);
         let mut offset = lock(&log);
         *offset += 1;
-        let frame = Message::text(encode_notify(group, event, *offset, data));
-        let fanout = self.hub.deliver(group, &frame);
+        let frame = encode_notify(group, event, *offset, data);
+        let fanout = self.hub.deliver(group, &frame, audience);
         Ok(Published {
             offset: *offset,
             fanout,
@@ -94,6 +94,11 @@ impl Broker for MemoryBroker {
         Ok(self.hub.close_group(group, &frame))
     }
 
+    /// Local only: one node holds every connection. A Redis broker fans this out.
+    async fn close_user(&self, user: &UserId, frame: CloseFrame) -> Result<usize, BrokerError> {
+        Ok(self.hub.close_user(user, &frame))
+    }
+
     async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError> {
         let log = self.shard(group).get(group).cloned();
         Ok(log.map_or(0, |l| *lock(&l)))
@@ -107,7 +112,6 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
     fn g(name: &str) -> GroupName {
@@ -119,18 +123,32 @@ mod tests {
         let broker = MemoryBroker::new(Arc::new(Hub::new()));
         let ev = EventName::default_event();
         let data = RawValue::from_string("1".into()).unwrap();
+        let publish = |group: &'static str| {
+            let (ev, data) = (&ev, &data);
+            let broker = &broker;
+            async move {
+                let group = g(group);
+                let published = broker.publish(&group, ev, data, Audience::Everyone);
+                published.await.unwrap().offset
+            }
+        };
         assert_eq!(broker.offset(&g("a")).await.unwrap(), 0);
-        assert_eq!(broker.publish(&g("a"), &ev, &data).await.unwrap().offset, 1);
-        assert_eq!(broker.publish(&g("a"), &ev, &data).await.unwrap().offset, 2);
-        assert_eq!(broker.publish(&g("b"), &ev, &data).await.unwrap().offset, 1);
+        assert_eq!(publish("a").await, 1);
+        assert_eq!(publish("a").await, 2);
+        assert_eq!(publish("b").await, 1);
 
-        let (tx, mut rx) = mpsc::channel(4);
-        let member = Member::new(7, tx, CancellationToken::new());
-        assert_eq!(broker.subscribe(&g("a"), member).await.unwrap(), 2);
-        let p = broker.publish(&g("a"), &ev, &data).await.unwrap();
+        let member = Member::new(7, 4, CancellationToken::new());
+        assert_eq!(broker.subscribe(&g("a"), member.clone()).await.unwrap(), 2);
+        let p = broker
+            .publish(&g("a"), &ev, &data, Audience::Everyone)
+            .await
+            .unwrap();
         assert_eq!((p.offset, p.fanout.queued), (3, 1));
-        let got = rx.try_recv().unwrap();
-        assert!(got.to_text().unwrap().contains(r#""offset":3"#));
-        assert!(rx.try_recv().is_err());
+        let got = member.take();
+        assert_eq!(got.len(), 1);
+        let Some(crate::hub::Outbound::Frame(bytes)) = got.front() else {
+            panic!("{got:?}")
+        };
+        assert!(String::from_utf8_lossy(bytes).contains(r#""offset":3"#));
     }
 }

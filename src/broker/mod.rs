@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::hub::{ConnId, Fanout, Member};
-use crate::protocol::{EventName, GroupName, Offset};
+use crate::hub::{Audience, ConnId, Fanout, Member};
+use crate::protocol::{EventName, GroupName, Offset, UserId};
 
 /// What one publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +37,16 @@ pub enum BrokerError {
 /// Carries publications to every node watching a group and keeps each group's position.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Assigns the next offset in `group` and delivers the notification to every member,
-    /// as one step per group: members see offsets in order, without gaps.
+    /// Assigns the next offset in `group` and delivers the notification to the members in
+    /// `audience`, as one step per group: members see offsets in order. A notification
+    /// for some users only still takes the group's next offset, so other members see a
+    /// gap where it was.
     async fn publish(
         &self,
         group: &GroupName,
         event: &EventName,
         data: &RawValue,
+        audience: Audience<'_>,
     ) -> Result<Published, BrokerError>;
 
     /// Adds `member` to `group` and returns the group's offset at that instant: the member
@@ -56,6 +59,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Closes every connection in `group` with `frame`; returns how many this node closed.
     async fn close_group(&self, group: &GroupName, frame: CloseFrame)
         -> Result<usize, BrokerError>;
+
+    /// Closes every connection of `user` (all groups, all tabs) with `frame`; returns how
+    /// many this node closed.
+    async fn close_user(&self, user: &UserId, frame: CloseFrame) -> Result<usize, BrokerError>;
 
     /// The group's latest offset (0 when nothing was ever sent to it).
     async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError>;

@@ -1,34 +1,56 @@
 //! One connection as the hub sees it: an id, a bounded outbound queue and a way to close it.
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::CloseCode;
+use crate::protocol::{CloseCode, UserId};
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
 
-/// The hub's handle to one connection. Cheap to clone: a queue sender and an `Arc`.
-#[derive(Clone, Debug)]
-pub struct Member {
-    id: ConnId,
-    /// Bounded so that a client which stops reading costs at most `--send-queue` frames;
-    /// `try_send` keeps fan-out from ever waiting on one slow connection.
-    outbox: mpsc::Sender<Message>,
-    closer: Arc<Closer>,
+/// Something queued for a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// A complete, encoded WebSocket frame shared with other recipients.
+    Frame(Bytes),
+    /// Close with this frame once everything queued before it is written.
+    Close(CloseFrame),
 }
 
-/// How the session learns it must close now, and with which frame.
+/// The hub's handle to one connection. Cheap to clone: one `Arc`.
+#[derive(Clone, Debug)]
+pub struct Member(Arc<Shared>);
+
 #[derive(Debug)]
-struct Closer {
-    /// First close wins; `None` with a cancelled token means the server is shutting down.
-    frame: Mutex<Option<CloseFrame>>,
-    /// A child of the server's shutdown token, so one `select!` arm covers both.
+struct Shared {
+    id: ConnId,
+    /// The authenticated user (`sub`); `None` when auth is off.
+    user: Option<UserId>,
+    /// Most frames queued at once (`--send-queue`).
+    capacity: usize,
+    /// A plain mutex around a deque rather than a channel: an idle connection's queue owns
+    /// no memory at all (a channel preallocates a block), and the session takes the whole
+    /// queue per wake-up, which frees a burst's memory as soon as it is written.
+    state: Mutex<State>,
+    /// Wakes the session when the queue goes from empty to non-empty.
+    ready: Notify,
+    /// Cancelled by [`Member::close_now`]; a child of the server's shutdown token, so one
+    /// `select!` arm in the session covers both.
     token: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    /// First close requested wins; `None` with a cancelled token means shutdown.
+    close: Option<CloseFrame>,
+    /// The session has ended; nothing more is queued.
+    ended: bool,
 }
 
 /// What happened to one delivery.
@@ -43,68 +65,113 @@ pub enum Delivery {
 }
 
 impl Member {
-    /// Creates the handle for connection `id`; `token` should be a child of the shutdown token.
-    pub fn new(id: ConnId, outbox: mpsc::Sender<Message>, token: CancellationToken) -> Self {
-        let closer = Arc::new(Closer {
-            frame: Mutex::new(None),
+    /// Creates the handle for connection `id` with a queue of `capacity` frames; `token`
+    /// should be a child of the shutdown token.
+    pub fn new(id: ConnId, capacity: usize, token: CancellationToken) -> Self {
+        Self::for_user(id, capacity, token, None)
+    }
+
+    /// Like [`Member::new`], for a connection authenticated as `user`.
+    pub fn for_user(
+        id: ConnId,
+        capacity: usize,
+        token: CancellationToken,
+        user: Option<UserId>,
+    ) -> Self {
+        let state = Mutex::new(State::default());
+        Self(Arc::new(Shared {
+            id,
+            user,
+            capacity,
+            state,
+            ready: Notify::new(),
             token,
-        });
-        Self { id, outbox, closer }
+        }))
     }
 
     /// The connection id.
     pub fn id(&self) -> ConnId {
-        self.id
+        self.0.id
+    }
+
+    /// The authenticated user, if auth is on.
+    pub fn user(&self) -> Option<&UserId> {
+        self.0.user.as_ref()
+    }
+
+    // A poisoned lock means a panic while holding it; `State` is always consistent between
+    // statements, so keep serving rather than spread the panic.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a shared frame without waiting. A full queue closes the connection with
     /// [`CloseCode::SLOW_CONSUMER`]: herald never skips a frame silently.
-    pub fn try_deliver(&self, frame: &Message) -> Delivery {
-        match self.outbox.try_send(frame.clone()) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close_now(CloseCode::SLOW_CONSUMER.frame());
-                Delivery::Slow
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-        }
+    pub fn try_deliver(&self, frame: &Bytes) -> Delivery {
+        self.push(Outbound::Frame(frame.clone()))
     }
 
     /// Closes after the frames already queued have been written; if the queue is full,
     /// closes at once with the same frame.
     pub fn close_after_queued(&self, frame: CloseFrame) {
-        if let Err(e) = self.outbox.try_send(Message::Close(Some(frame))) {
-            if let Message::Close(Some(frame)) = e.into_inner() {
-                self.close_now(frame);
-            }
+        if self.push(Outbound::Close(frame.clone())) == Delivery::Slow {
+            self.close_now(frame);
         }
+    }
+
+    fn push(&self, item: Outbound) -> Delivery {
+        let mut state = self.state();
+        if state.ended {
+            return Delivery::Gone;
+        }
+        if state.queue.len() >= self.0.capacity {
+            drop(state);
+            self.close_now(CloseCode::SLOW_CONSUMER.frame());
+            return Delivery::Slow;
+        }
+        state.queue.push_back(item);
+        let first = state.queue.len() == 1;
+        drop(state);
+        if first {
+            // One wake-up per batch: the session takes everything queued when it runs.
+            self.0.ready.notify_one();
+        }
+        Delivery::Queued
     }
 
     /// Closes at once, dropping whatever is still queued. The first close requested wins.
     pub fn close_now(&self, frame: CloseFrame) {
-        // A poisoned lock only means another closer panicked mid-assignment; the value is
-        // still a plain Option, so take it over rather than propagate the panic.
-        let mut slot = self.closer.frame.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(frame);
-        }
-        drop(slot);
-        self.closer.token.cancel();
+        self.state().close.get_or_insert(frame);
+        self.0.token.cancel();
     }
 
     /// Resolves when [`Member::close_now`] was called or the server is shutting down.
     pub async fn closing(&self) {
-        self.closer.token.cancelled().await
+        self.0.token.cancelled().await
     }
 
     /// Once [`Member::closing`] resolved: the frame requested with [`Member::close_now`],
     /// or `None` when the server is shutting down.
     pub fn requested_close(&self) -> Option<CloseFrame> {
-        self.closer
-            .frame
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.state().close.clone()
+    }
+
+    /// Resolves when something may have been queued since the last [`Member::take`].
+    pub async fn ready(&self) {
+        self.0.ready.notified().await
+    }
+
+    /// Takes everything queued, leaving the queue empty (and unallocated).
+    pub fn take(&self) -> VecDeque<Outbound> {
+        std::mem::take(&mut self.state().queue)
+    }
+
+    /// Marks the connection ended: later deliveries report [`Delivery::Gone`] and what was
+    /// queued is released.
+    pub fn end(&self) {
+        let mut state = self.state();
+        state.ended = true;
+        state.queue = VecDeque::new();
     }
 }
 
@@ -112,38 +179,48 @@ impl Member {
 mod tests {
     use super::*;
 
-    fn member(queue: usize) -> (Member, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(queue);
-        (Member::new(1, tx, CancellationToken::new()), rx)
+    fn frame() -> Bytes {
+        Bytes::from_static(b"x")
     }
 
     #[tokio::test]
     async fn a_full_queue_closes_with_the_slow_consumer_code() {
-        let (m, _rx) = member(1);
-        let frame = Message::text("x");
-        assert_eq!(m.try_deliver(&frame), Delivery::Queued);
-        assert_eq!(m.try_deliver(&frame), Delivery::Slow);
+        let m = Member::new(1, 1, CancellationToken::new());
+        assert_eq!(m.try_deliver(&frame()), Delivery::Queued);
+        assert_eq!(m.try_deliver(&frame()), Delivery::Slow);
         m.closing().await;
         assert_eq!(m.requested_close(), Some(CloseCode::SLOW_CONSUMER.frame()));
     }
 
     #[tokio::test]
-    async fn first_close_wins_and_shutdown_requests_no_frame() {
-        let (m, rx) = member(4);
+    async fn take_empties_the_queue_and_ready_wakes_once_per_batch() {
+        let m = Member::new(1, 8, CancellationToken::new());
+        m.try_deliver(&frame());
+        m.try_deliver(&frame());
+        m.ready().await;
+        assert_eq!(m.take().len(), 2);
+        assert!(m.take().is_empty());
+        m.try_deliver(&frame());
+        m.ready().await;
+        assert_eq!(m.take(), VecDeque::from([Outbound::Frame(frame())]));
+    }
+
+    #[tokio::test]
+    async fn first_close_wins_shutdown_requests_none_and_ended_is_gone() {
         let parent = CancellationToken::new();
-        let tx = m.outbox.clone();
-        let child = Member::new(2, tx, parent.child_token());
+        let child = Member::new(2, 4, parent.child_token());
         parent.cancel();
         child.closing().await;
         assert_eq!(child.requested_close(), None);
 
+        let m = Member::new(1, 4, CancellationToken::new());
         m.close_now(CloseCode::HEARTBEAT_TIMEOUT.frame());
         m.close_now(CloseCode::SLOW_CONSUMER.frame());
         assert_eq!(
             m.requested_close(),
             Some(CloseCode::HEARTBEAT_TIMEOUT.frame())
         );
-        drop(rx);
-        assert_eq!(m.try_deliver(&Message::text("x")), Delivery::Gone);
+        m.end();
+        assert_eq!(m.try_deliver(&frame()), Delivery::Gone);
     }
 }

@@ -76,6 +76,14 @@ impl CloseCode {
         "no frame (not even a pong) arrived within --ping-interval + --ping-timeout; reconnect",
     );
 
+    /// The token's `exp` (plus `--jwt-leeway`) passed without a `refresh`.
+    pub const TOKEN_EXPIRED: Self = Self::new(
+        4102,
+        "token_expired",
+        true,
+        "the connection's token expired (exp + --jwt-leeway) and no refresh frame replaced it; get a new token and reconnect",
+    );
+
     const fn new(code: u16, name: &'static str, reconnect: bool, when: &'static str) -> Self {
         Self {
             code,
@@ -101,6 +109,7 @@ pub const TABLE: &[CloseCode] = &[
     CloseCode::SERVICE_RESTART,
     CloseCode::SLOW_CONSUMER,
     CloseCode::HEARTBEAT_TIMEOUT,
+    CloseCode::TOKEN_EXPIRED,
 ];
 
 /// Longest close reason: a close frame's payload is at most 125 bytes, 2 of them the code.
@@ -117,7 +126,7 @@ pub enum InvalidClose {
     Reason(usize),
 }
 
-/// Validates a close requested through the API (group close, later user close).
+/// Validates a close requested through the API (group close, user close).
 pub fn application_close(code: u32, reason: &str) -> Result<CloseFrame, InvalidClose> {
     if !(code == 1000 || (3000..=4999).contains(&code)) {
         return Err(InvalidClose::Code(code));

@@ -20,6 +20,11 @@ pub enum ClientFrame {
     },
     /// Application-level keepalive; answered with `pong`.
     Ping,
+    /// Replace the connection's token before it expires.
+    Refresh {
+        /// The new token; it must have the same `sub`.
+        token: String,
+    },
     /// Send a notification to a group this connection is a member of (needs `--client-publish`).
     Publish {
         /// Target group.
@@ -43,6 +48,7 @@ struct RawFrame {
     /// `Some` whenever the field is present, even as `null` (any JSON value is data).
     #[serde(default, deserialize_with = "present")]
     data: Option<Box<RawValue>>,
+    token: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -50,7 +56,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
 }
 
 /// The frame types a client may send, for error messages.
-const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "publish"];
+const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "publish", "refresh"];
 
 /// A frame herald sends in reply to a client frame. Notifications are not built here:
 /// see [`super::encode_notify`], which avoids re-serialising their payload.
@@ -71,6 +77,11 @@ pub enum ServerFrame {
     },
     /// Answer to `ping`.
     Pong,
+    /// The `refresh` token was accepted; the connection now expires at `exp`.
+    Refreshed {
+        /// The new token's `exp`, in seconds since the Unix epoch.
+        exp: u64,
+    },
     /// A client frame was refused; the connection stays open.
     Error {
         /// Machine-readable code (`invalid_json`, `unknown_type`, ...).
@@ -87,7 +98,9 @@ pub enum FrameError {
     #[error("frame is not valid JSON: {0}")]
     InvalidJson(String),
     /// JSON without a known `type`.
-    #[error("unknown frame type {0:?}: expected one of subscribe, unsubscribe, ping, publish")]
+    #[error(
+        "unknown frame type {0:?}: expected one of subscribe, unsubscribe, ping, publish, refresh"
+    )]
     UnknownType(String),
     /// A known type with missing, extra or mistyped fields.
     #[error("{0}")]
@@ -104,6 +117,15 @@ pub enum FrameError {
     /// Publishing to a group the connection is not a member of.
     #[error("subscribe to {0:?} before publishing to it")]
     NotSubscribed(String),
+    /// The token does not allow this group.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A `refresh` token that does not verify.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// A `refresh` on a hub that checks no tokens.
+    #[error("this hub checks no tokens (no key is configured), so there is nothing to refresh")]
+    AuthDisabled,
     /// Client publish is disabled on this hub.
     #[error("client publish is disabled on this hub (--client-publish)")]
     PublishDisabled,
@@ -124,6 +146,9 @@ impl FrameError {
             Self::TooManySubscriptions(_) => "too_many_subscriptions",
             Self::NotSubscribed(_) => "not_subscribed",
             Self::PublishDisabled => "publish_disabled",
+            Self::Forbidden(_) => "forbidden",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::AuthDisabled => "auth_disabled",
             Self::Unavailable => "unavailable",
         }
     }
@@ -152,10 +177,19 @@ impl ClientFrame {
         let invalid =
             |what: &str| FrameError::InvalidFrame(format!("invalid {kind} frame: {what}"));
         let group = |g: Option<String>| g.ok_or_else(|| invalid("missing field `group`"));
+        if kind != "refresh" && raw.token.is_some() {
+            return Err(invalid("only `refresh` frames carry `token`"));
+        }
         match kind {
-            "subscribe" | "unsubscribe" | "ping" if raw.event.is_some() || raw.data.is_some() => {
+            "subscribe" | "unsubscribe" | "ping" | "refresh"
+                if raw.event.is_some() || raw.data.is_some() =>
+            {
                 Err(invalid("only `publish` frames carry `event` and `data`"))
             }
+            "refresh" if raw.group.is_some() => Err(invalid("unexpected field `group`")),
+            "refresh" => Ok(Self::Refresh {
+                token: raw.token.ok_or_else(|| invalid("missing field `token`"))?,
+            }),
             "ping" if raw.group.is_some() => Err(invalid("unexpected field `group`")),
             "ping" => Ok(Self::Ping),
             "subscribe" => Ok(Self::Subscribe {
@@ -224,6 +258,9 @@ mod tests {
             ClientFrame::parse(r#"{"type":"publish","group":"g","data":[1]}"#),
             Ok(ClientFrame::Publish { event: None, .. })
         ));
+        assert!(
+            matches!(ClientFrame::parse(r#"{"type":"refresh","token":"t"}"#), Ok(ClientFrame::Refresh { token }) if token == "t")
+        );
         let null = ClientFrame::parse(r#"{"type":"publish","group":"g","data":null}"#);
         assert!(matches!(null, Ok(ClientFrame::Publish { data, .. }) if data.get() == "null"));
     }
@@ -246,6 +283,12 @@ mod tests {
             "invalid_frame"
         );
         assert_eq!(code(r#"{"type":"ping","extra":1}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"refresh"}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"ping","token":"t"}"#), "invalid_frame");
+        assert_eq!(
+            code(r#"{"type":"refresh","token":"t","group":"g"}"#),
+            "invalid_frame"
+        );
     }
 
     #[test]
@@ -257,6 +300,10 @@ mod tests {
         .to_json();
         assert_eq!(s, r#"{"type":"subscribed","group":"g","offset":3}"#);
         assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerFrame::Refreshed { exp: 9 }.to_json(),
+            r#"{"type":"refreshed","exp":9}"#
+        );
         let e = FrameError::PublishDisabled.to_frame().to_json();
         assert!(
             e.starts_with(r#"{"type":"error","error":"publish_disabled","message":"#),

@@ -5,11 +5,13 @@
 pub mod close;
 pub mod frame;
 pub mod name;
+pub mod wire;
 
 pub use close::CloseCode;
 pub use frame::{ClientFrame, FrameError, ServerFrame};
-pub use name::{EventName, GroupName, InvalidName};
+pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -26,6 +28,8 @@ pub struct NotifyRequest {
     pub groups: Option<Vec<String>>,
     /// Event type; `"message"` when absent.
     pub event: Option<String>,
+    /// Only connections of these users (their token's `sub`) receive it.
+    pub users: Option<Vec<String>>,
     /// Any JSON value, forwarded verbatim to every member.
     pub data: Box<RawValue>,
 }
@@ -62,7 +66,7 @@ pub struct NotifyResponse {
     pub groups: Option<Vec<GroupDelivery>>,
 }
 
-/// Body of `POST /groups/{group}/close`.
+/// Body of `POST /groups/{group}/close` and `POST /users/{user}/close`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloseRequest {
@@ -93,8 +97,8 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error>
         .ok_or_else(|| D::Error::custom(format!("close code must be a whole number, got {n}")))
 }
 
-/// Writes the notification frame members receive. Called once per notification; the
-/// result is shared by every recipient.
+/// Builds the notification frame members receive, as a complete WebSocket frame.
+/// Called once per notification; every recipient shares the result.
 ///
 /// Group and event names are validated to characters that need no JSON escaping, and
 /// `data` is already valid JSON, so the frame is assembled without re-serialising `data`.
@@ -103,20 +107,20 @@ pub fn encode_notify(
     event: &EventName,
     offset: Offset,
     data: &RawValue,
-) -> String {
+) -> Bytes {
     let data = data.get();
-    let mut out =
-        String::with_capacity(64 + group.as_str().len() + event.as_str().len() + data.len());
-    out.push_str(r#"{"type":"notify","group":""#);
-    out.push_str(group.as_str());
-    out.push_str(r#"","event":""#);
-    out.push_str(event.as_str());
-    out.push_str(r#"","offset":"#);
-    out.push_str(&offset.to_string());
-    out.push_str(r#","data":"#);
-    out.push_str(data);
-    out.push('}');
-    out
+    let hint = 64 + group.as_str().len() + event.as_str().len() + data.len();
+    wire::text_frame(hint, |out| {
+        out.extend_from_slice(br#"{"type":"notify","group":""#);
+        out.extend_from_slice(group.as_str().as_bytes());
+        out.extend_from_slice(br#"","event":""#);
+        out.extend_from_slice(event.as_str().as_bytes());
+        out.extend_from_slice(br#"","offset":"#);
+        out.extend_from_slice(offset.to_string().as_bytes());
+        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(data.as_bytes());
+        out.push(b'}');
+    })
 }
 
 #[cfg(test)]
@@ -132,7 +136,8 @@ mod tests {
             17,
             &data,
         );
-        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        // Skip the 2-byte header of this short frame.
+        let v: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"data":{"text":"hi","n":[1,2]}})

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest group or event name, in characters (all allowed characters are ASCII).
 pub const MAX_NAME_LEN: usize = 100;
@@ -85,6 +85,62 @@ name_type!(
     "event"
 );
 
+/// Longest user id, in bytes.
+pub const MAX_USER_LEN: usize = 256;
+
+/// A user id: the `sub` claim of a token, `users` in a notify, `{user}` in a user close.
+/// 1-256 bytes of UTF-8 without control characters; otherwise free-form (ids, emails,
+/// `auth0|123`), since identity providers pick them, not herald. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
+
+/// Why a user id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("user id is invalid: use 1-256 bytes of UTF-8 without control characters")]
+pub struct InvalidUserId;
+
+impl UserId {
+    /// Validates `raw` against the user id rule.
+    pub fn parse(raw: &str) -> Result<Self, InvalidUserId> {
+        let ok = !raw.is_empty() && raw.len() <= MAX_USER_LEN && !raw.chars().any(char::is_control);
+        if ok {
+            Ok(Self(Arc::from(raw)))
+        } else {
+            Err(InvalidUserId)
+        }
+    }
+
+    /// The id as the token or request wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for UserId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 impl EventName {
     /// The event used when a notify request names none.
     pub fn default_event() -> Self {
@@ -122,6 +178,16 @@ mod tests {
             "a%20",
         ] {
             assert!(GroupName::parse(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn user_ids_are_free_form_but_bounded_and_printable() {
+        for ok in ["42", "auth0|abc", "ana@example.com", "é", &"u".repeat(256)] {
+            assert!(UserId::parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", &"u".repeat(257), "a\nb", "\u{0}"] {
+            assert!(UserId::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -7,53 +7,77 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::upgrade;
+use super::{admission, upgrade};
 use crate::api::{self, body::json_body, error::handle_rejection, ApiError};
+use crate::protocol::GroupName;
 use crate::state::AppState;
 
 /// Every route of a herald node, with errors rendered as JSON.
+///
+/// Order of checks per route: path and method (404/405), names in the path (400), then
+/// authentication (401/403), then the body (415/413/400).
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let max_body = state.config.max_body;
+    let backend = admission::backend(state.clone());
+    let client = admission::client(state.clone());
     let with_state = warp::any().map(move || state.clone());
 
     // The group name is checked before the handshake: a bad name is a 400, never an upgrade.
     let ws_group = warp::path!("ws" / String)
         .and(warp::get())
-        .and_then(
-            |raw: String| async move { api::group_from_path(&raw).map_err(warp::reject::custom) },
-        )
+        .and_then(group_param)
         .and(with_state.clone())
         .and(upgrade::handshake())
+        .and(client.clone())
         .and(warp::addr::remote())
-        .and_then(|group, state, hs, remote| {
-            respond(upgrade::accept(state, Some(group), hs, remote))
+        .and_then(|group, state, hs, admission, remote| {
+            respond(upgrade::accept(state, Some(group), hs, admission, remote))
         });
     let ws = warp::path!("ws")
         .and(warp::get())
         .and(with_state.clone())
         .and(upgrade::handshake())
+        .and(client)
         .and(warp::addr::remote())
-        .and_then(|state, hs, remote| respond(upgrade::accept(state, None, hs, remote)));
+        .and_then(|state, hs, admission, remote| {
+            respond(upgrade::accept(state, None, hs, admission, remote))
+        });
 
     let notify = warp::path!("notify")
         .and(warp::post())
+        .and(backend.clone())
         .and(with_state.clone())
         .and(json_body(max_body))
         .and_then(|state, body| respond(api::notify::notify(state, body)));
     let list_groups = warp::path!("groups")
         .and(warp::get())
+        .and(backend.clone())
         .and(with_state.clone())
         .and(warp::query::<api::groups::ListQuery>())
         .and_then(|state, q| respond(api::groups::list(state, q)));
     let get_group = warp::path!("groups" / String)
         .and(warp::get())
+        .and_then(group_param)
+        .and(backend.clone())
         .and(with_state.clone())
-        .and_then(|g, state| respond(api::groups::get(g, state)));
+        .and(warp::query::<api::groups::ListQuery>())
+        .and_then(|g, state, q| respond(api::groups::get(g, state, q)));
     let close_group = warp::path!("groups" / String / "close")
         .and(warp::post())
+        .and_then(group_param)
+        .and(backend.clone())
         .and(with_state.clone())
         .and(json_body(max_body))
         .and_then(|g, state, body| respond(api::groups::close(g, state, body)));
+    let close_user = warp::path!("users" / String / "close")
+        .and(warp::post())
+        .and_then(
+            |raw: String| async move { api::user_from_path(&raw).map_err(warp::reject::custom) },
+        )
+        .and(backend)
+        .and(with_state.clone())
+        .and(json_body(max_body))
+        .and_then(|u, state, body| respond(api::users::close(u, state, body)));
 
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -74,6 +98,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(close_group)
         .unify()
+        .or(close_user)
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)
@@ -85,13 +111,18 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// A group name from the path, checked (400 `invalid_group`).
+async fn group_param(raw: String) -> Result<GroupName, Rejection> {
+    api::group_from_path(&raw).map_err(warp::reject::custom)
+}
+
 /// The methods each path accepts, for `405` answers with an `Allow` header. Keep in step
 /// with the routes above (the bad-input e2e test checks every path).
 fn allowed_methods(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["ws"] | ["ws", _] | ["groups"] | ["groups", _] | ["healthz"] | ["readyz"] => Some("GET"),
-        ["notify"] | ["groups", _, "close"] => Some("POST"),
+        ["notify"] | ["groups", _, "close"] | ["users", _, "close"] => Some("POST"),
         _ => None,
     }
 }

@@ -1,81 +1,96 @@
 //! One task per WebSocket connection.
 //!
-//! The task owns the socket (not split: one buffer set per connection) and `select!`s
-//! over four things: a close request (slow consumer, group close, shutdown), the outbound
-//! queue, frames from the client, and the heartbeat timer. Queued frames are written in a
-//! batch and flushed once per wake-up, which measured ~10x the throughput of a flush per
-//! frame on this machine.
+//! The task owns the socket (not split: one set of buffers per connection) and
+//! `select!`s over five things: a close request (slow consumer, shutdown), the outbound
+//! queue, frames from the client, the heartbeat timer and, with auth on, the token's
+//! expiry (a `refresh` frame moves it).
+//!
+//! Notifications arrive as complete encoded frames shared by every recipient, so they are
+//! written straight to the socket with vectored writes: everything queued goes out in as
+//! few syscalls as possible, with no per-connection write buffer to keep a burst's
+//! high-water mark. tungstenite still reads client frames, answers pings and writes the
+//! small replies and close frames; it is flushed before raw writes so frames never
+//! interleave.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use futures_util::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
-use warp::hyper::upgrade::Upgraded;
 
+use super::connection::{Connection, Ending, Socket};
+use crate::auth::Grant;
 use crate::broker::BrokerError;
-use crate::hub::Member;
+use crate::hub::{Audience, Member};
 use crate::protocol::{
     ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, ServerFrame,
 };
 use crate::state::AppState;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Most queued frames written per wake-up before the task looks at its other inputs again.
-const BATCH: usize = 256;
-
-/// The longest herald waits for a client to answer its close frame.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
-
-/// How a connection ends.
-enum Ending {
-    /// Send this close frame, then wait briefly for the client's answer.
-    Close(CloseFrame),
-    /// The client closed: answer it (tungstenite queued the echo) and finish.
-    ClientClosed,
-    /// The socket is gone or stuck; just drop it.
-    Drop,
-}
+/// Stands in for "never" on the expiry timer of a connection without a token.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A connection's state before and while its task runs.
 pub struct Session {
     state: AppState,
     member: Member,
-    outbox: mpsc::Receiver<Message>,
     /// Groups this connection is in; usually a handful, bounded by `--max-subscriptions`.
     groups: HashSet<GroupName>,
     /// Held for the connection's life: returning it admits the next connection.
     _permit: OwnedSemaphorePermit,
     remote: Option<SocketAddr>,
+    /// What the token allows; `None` when auth is off (everything is allowed).
+    grant: Option<Grant>,
 }
 
 impl Session {
-    /// A session for `member`, whose queue's receiving end is `outbox`.
+    /// A session for `member`, registered in the hub under its user (for user close).
     pub fn new(
         state: AppState,
         member: Member,
-        outbox: mpsc::Receiver<Message>,
         permit: OwnedSemaphorePermit,
         remote: Option<SocketAddr>,
+        grant: Option<Grant>,
     ) -> Self {
+        state.hub.register(&member);
         Self {
             state,
             member,
-            outbox,
             groups: HashSet::new(),
             _permit: permit,
             remote,
+            grant,
         }
     }
 
-    /// Joins `group`; returns its offset at the moment of joining.
+    /// Whether the token (if any) allows joining, or publishing to, `group`.
+    fn check(&self, group: &GroupName, publish: bool) -> Result<(), FrameError> {
+        let Some(grant) = &self.grant else {
+            return Ok(());
+        };
+        let checked = if publish {
+            grant.check_publish(group)
+        } else {
+            grant.check_join(group)
+        };
+        checked.map_err(|e| FrameError::Forbidden(e.to_string()))
+    }
+
+    /// When the connection must close for its token's expiry (`None`: never).
+    fn expiry(&self) -> Option<Instant> {
+        let left = self.grant.as_ref()?.expires_in(SystemTime::now())?;
+        Some(Instant::now() + left)
+    }
+
+    /// The current token's `exp`, which only a `refresh` changes.
+    fn exp(&self) -> Option<u64> {
+        self.grant.as_ref().map(Grant::exp)
+    }
+
+    /// Joins `group` (again: harmless); returns its offset at the moment of joining.
     pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
         let offset = self
             .state
@@ -86,12 +101,27 @@ impl Session {
         Ok(offset)
     }
 
+    /// Joins the user's personal group, if there is one.
+    pub async fn join_personal(&mut self) -> Result<(), BrokerError> {
+        let personal = self
+            .grant
+            .as_ref()
+            .and_then(|g| g.personal_group())
+            .cloned();
+        if let Some(group) = personal {
+            self.join(group).await?;
+        }
+        Ok(())
+    }
+
     /// Leaves every group; used when the upgrade never completed.
     pub async fn abandon(mut self) {
         self.leave_all().await;
     }
 
     async fn leave_all(&mut self) {
+        self.member.end();
+        self.state.hub.unregister(&self.member);
         for group in std::mem::take(&mut self.groups) {
             if let Err(e) = self
                 .state
@@ -107,11 +137,7 @@ impl Session {
     /// Serves the connection until it ends, then leaves its groups and closes the socket.
     pub async fn run(mut self, ws: Socket) {
         tracing::debug!(conn = self.member.id(), remote = ?self.remote, "connection opened");
-        let mut conn = Connection {
-            ws,
-            last_seen: Instant::now(),
-            ping_sent: None,
-        };
+        let mut conn = Connection::new(ws);
         let ending = self.serve(&mut conn).await;
         // Leave first, so no more frames are queued for a connection that is going away.
         self.leave_all().await;
@@ -129,20 +155,24 @@ impl Session {
         let write_timeout = self.state.config.write_timeout;
         let heartbeat = sleep_until(Instant::now() + ping_interval);
         tokio::pin!(heartbeat);
-        let mut batch = Vec::new();
+        let mut expires_at = self.expiry();
+        let mut armed_exp = self.exp();
+        let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
+        tokio::pin!(expiry);
+        let member = self.member.clone();
         loop {
             tokio::select! {
                 biased;
-                _ = self.member.closing() => return self.on_closing(conn).await,
-                n = self.outbox.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        return Ending::Drop;
-                    }
-                    let member = self.member.clone();
+                _ = member.closing() => return self.on_closing(conn).await,
+                () = &mut expiry, if expires_at.is_some() => {
+                    return Ending::Close(CloseCode::TOKEN_EXPIRED.frame());
+                }
+                _ = member.ready() => {
+                    conn.pending = member.take();
                     tokio::select! {
                         biased;
                         _ = member.closing() => return self.on_closing(conn).await,
-                        written = timeout(write_timeout, conn.write_batch(&mut batch)) => match written {
+                        written = timeout(write_timeout, conn.write_pending()) => match written {
                             Ok(Ok(None)) => {}
                             Ok(Ok(Some(close))) => return Ending::Close(close),
                             Ok(Err(_)) => return Ending::Drop,
@@ -152,12 +182,17 @@ impl Session {
                             }
                         },
                     }
-                    batch.clear();
                 }
                 incoming = conn.ws.next() => {
                     conn.last_seen = Instant::now();
                     if let Some(ending) = self.on_incoming(conn, incoming).await {
                         return ending;
+                    }
+                    // A `refresh` moves the expiry; re-arm only then.
+                    if self.exp() != armed_exp {
+                        armed_exp = self.exp();
+                        expires_at = self.expiry();
+                        expiry.as_mut().reset(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
                     }
                 }
                 () = &mut heartbeat => {
@@ -183,23 +218,16 @@ impl Session {
         }
     }
 
-    /// A close was requested or shutdown began. A requested close (slow consumer, group
-    /// close overflow) drops the queue; on shutdown what is already queued is still
-    /// written, within `--write-timeout`, before 1012.
+    /// A close was requested or shutdown began. A requested close (slow consumer, a group
+    /// close that found the queue full) drops the queue; on shutdown what is already queued
+    /// is still written, within `--write-timeout`, before 1012.
     async fn on_closing(&mut self, conn: &mut Connection) -> Ending {
         if let Some(frame) = self.member.requested_close() {
+            conn.drop_unstarted();
             return Ending::Close(frame);
         }
-        let mut queued = Vec::new();
-        while let Ok(msg) = self.outbox.try_recv() {
-            queued.push(msg);
-        }
-        match timeout(
-            self.state.config.write_timeout,
-            conn.write_batch(&mut queued),
-        )
-        .await
-        {
+        conn.pending.extend(self.member.take());
+        match timeout(self.state.config.write_timeout, conn.write_pending()).await {
             Ok(Ok(Some(group_close))) => Ending::Close(group_close),
             Ok(Ok(None)) => Ending::Close(CloseCode::SERVICE_RESTART.frame()),
             _ => Ending::Drop,
@@ -218,21 +246,21 @@ impl Session {
         };
         match msg {
             Message::Text(text) => {
-                let reply = match self.on_frame(&text).await {
-                    Ok(Some(reply)) => reply,
-                    Ok(None) => return None,
-                    Err(e) => e.to_frame(),
-                };
-                match conn
-                    .send(
-                        Message::text(reply.to_json()),
-                        self.state.config.write_timeout,
-                    )
+                let replies = self
+                    .on_frame(&text)
                     .await
-                {
-                    Ok(()) => None,
-                    Err(_) => Some(Ending::Drop),
+                    .unwrap_or_else(|e| vec![e.to_frame()]);
+                for reply in replies {
+                    let msg = Message::text(reply.to_json());
+                    if conn
+                        .send(msg, self.state.config.write_timeout)
+                        .await
+                        .is_err()
+                    {
+                        return Some(Ending::Drop);
+                    }
                 }
+                None
             }
             Message::Binary(_) => Some(Ending::Close(CloseCode::UNSUPPORTED_DATA.frame())),
             Message::Close(_) => Some(Ending::ClientClosed),
@@ -241,12 +269,13 @@ impl Session {
         }
     }
 
-    /// Handles one client frame; `Ok(None)` means no reply is due.
-    async fn on_frame(&mut self, text: &str) -> Result<Option<ServerFrame>, FrameError> {
-        match ClientFrame::parse(text)? {
-            ClientFrame::Ping => Ok(Some(ServerFrame::Pong)),
+    /// Handles one client frame and returns the replies due, in order (usually one).
+    async fn on_frame(&mut self, text: &str) -> Result<Vec<ServerFrame>, FrameError> {
+        let reply = match ClientFrame::parse(text)? {
+            ClientFrame::Ping => ServerFrame::Pong,
             ClientFrame::Subscribe { group } => {
                 let name = parse_group(&group)?;
+                self.check(&name, false)?;
                 let offset = if self.groups.contains(&name) {
                     self.state
                         .broker
@@ -260,7 +289,7 @@ impl Session {
                     }
                     self.join(name).await.map_err(|_| FrameError::Unavailable)?
                 };
-                Ok(Some(ServerFrame::Subscribed { group, offset }))
+                ServerFrame::Subscribed { group, offset }
             }
             ClientFrame::Unsubscribe { group } => {
                 let name = parse_group(&group)?;
@@ -271,13 +300,15 @@ impl Session {
                         .await
                         .map_err(|_| FrameError::Unavailable)?;
                 }
-                Ok(Some(ServerFrame::Unsubscribed { group }))
+                ServerFrame::Unsubscribed { group }
             }
+            ClientFrame::Refresh { token } => return self.refresh(&token).await,
             ClientFrame::Publish { group, event, data } => {
                 if !self.state.config.client_publish {
                     return Err(FrameError::PublishDisabled);
                 }
                 let name = parse_group(&group)?;
+                self.check(&name, true)?;
                 if !self.groups.contains(&name) {
                     return Err(FrameError::NotSubscribed(group));
                 }
@@ -289,13 +320,50 @@ impl Session {
                 };
                 self.state
                     .broker
-                    .publish(&name, &event, &data)
+                    .publish(&name, &event, &data, Audience::Everyone)
                     .await
                     .map_err(|_| FrameError::Unavailable)?;
                 // The publisher is a member, so the notification itself is its acknowledgement.
-                Ok(None)
+                return Ok(Vec::new());
             }
+        };
+        Ok(vec![reply])
+    }
+
+    /// Replaces the connection's token with `token` (same `sub`): its rights become the
+    /// new token's, so it first leaves the groups the new token does not allow (one
+    /// `unsubscribed` each), then answers `refreshed` with the new `exp`.
+    async fn refresh(&mut self, token: &str) -> Result<Vec<ServerFrame>, FrameError> {
+        let (Some(verifier), Some(grant)) = (&self.state.verifier, &mut self.grant) else {
+            return Err(FrameError::AuthDisabled);
+        };
+        let claims = verifier
+            .verify(token)
+            .map_err(|e| FrameError::InvalidToken(e.to_string()))?;
+        grant
+            .refresh(claims)
+            .map_err(|e| FrameError::Forbidden(e.to_string()))?;
+        let exp = grant.exp();
+        let revoked: Vec<GroupName> = self
+            .groups
+            .iter()
+            .filter(|g| !grant.may_join(g))
+            .cloned()
+            .collect();
+        let mut replies = Vec::with_capacity(revoked.len() + 1);
+        for group in revoked {
+            self.groups.remove(&group);
+            self.state
+                .broker
+                .unsubscribe(&group, self.member.id())
+                .await
+                .map_err(|_| FrameError::Unavailable)?;
+            replies.push(ServerFrame::Unsubscribed {
+                group: group.to_string(),
+            });
         }
+        replies.push(ServerFrame::Refreshed { exp });
+        Ok(replies)
     }
 }
 
@@ -305,74 +373,10 @@ fn parse_group(raw: &str) -> Result<GroupName, FrameError> {
 
 /// Maps a read error to how the connection ends.
 fn read_error(e: WsError) -> Ending {
-    use tokio_tungstenite::tungstenite::error::CapacityError;
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Ending::Close(CloseCode::MESSAGE_TOO_BIG.frame())
-        }
         WsError::Capacity(_) => Ending::Close(CloseCode::MESSAGE_TOO_BIG.frame()),
         WsError::Utf8(_) => Ending::Close(CloseCode::INVALID_PAYLOAD.frame()),
         WsError::Protocol(_) => Ending::Close(CloseCode::PROTOCOL_ERROR.frame()),
         _ => Ending::Drop,
-    }
-}
-
-/// The socket plus heartbeat bookkeeping.
-struct Connection {
-    ws: Socket,
-    /// When anything (a frame, a pong) last arrived from the client.
-    last_seen: Instant,
-    /// When the outstanding heartbeat ping was sent.
-    ping_sent: Option<Instant>,
-}
-
-impl Connection {
-    /// Feeds every frame of `batch`, then flushes once. Returns the close frame if the
-    /// batch ended with a queued close (group close).
-    async fn write_batch(
-        &mut self,
-        batch: &mut Vec<Message>,
-    ) -> Result<Option<CloseFrame>, WsError> {
-        for msg in batch.drain(..) {
-            if let Message::Close(frame) = msg {
-                self.ws.flush().await?;
-                return Ok(Some(frame.unwrap_or_else(|| CloseCode::NORMAL.frame())));
-            }
-            self.ws.feed(msg).await?;
-        }
-        self.ws.flush().await?;
-        Ok(None)
-    }
-
-    /// Sends one frame now, bounded by `limit`.
-    async fn send(&mut self, msg: Message, limit: Duration) -> Result<(), ()> {
-        match timeout(limit, self.ws.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
-    }
-
-    /// Ends the connection as `ending` says: at most `write_limit` to get the close frame
-    /// out (a slow consumer may still be reading its backlog), then a short wait for the
-    /// client's answer so the TCP close is clean.
-    async fn finish(mut self, ending: Ending, write_limit: Duration) {
-        match ending {
-            Ending::Drop => {}
-            Ending::ClientClosed => {
-                let _ = timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
-            }
-            Ending::Close(frame) => {
-                if self
-                    .send(Message::Close(Some(frame)), write_limit)
-                    .await
-                    .is_ok()
-                {
-                    let _ = timeout(CLOSE_HANDSHAKE, async {
-                        while let Some(Ok(_)) = self.ws.next().await {}
-                    })
-                    .await;
-                }
-            }
-        }
     }
 }

@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -18,8 +17,10 @@ use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use super::admission::Admission;
 use super::session::Session;
 use crate::api::ApiError;
+use crate::auth::Grant;
 use crate::hub::Member;
 use crate::protocol::GroupName;
 use crate::state::AppState;
@@ -27,9 +28,9 @@ use crate::state::AppState;
 /// Bytes tungstenite reads from the socket at a time. Clients send little (subscribe,
 /// ping), so a small buffer keeps idle connections cheap; larger frames still arrive whole.
 const READ_BUFFER: usize = 2 * 1024;
-/// Frames are gathered up to this size before a write, so a burst of queued
-/// notifications goes out in few syscalls.
-const WRITE_BUFFER: usize = 8 * 1024;
+/// tungstenite writes only replies, pongs and close frames (notifications bypass it, see
+/// `session`), so it writes each at once and keeps no buffer to batch them.
+const WRITE_BUFFER: usize = 0;
 
 /// A validated upgrade request.
 pub struct Handshake {
@@ -84,15 +85,31 @@ fn check_handshake(
     Ok(Handshake { key, on_upgrade })
 }
 
-/// Admits a connection: shutdown and connection-limit checks, then joins the
-/// path's group *before* answering 101, so a notify sent as soon as the client sees the
-/// 101 already reaches it. The session task takes over once hyper hands over the socket.
+/// Admits a connection: the token's right to the path's group (403), shutdown and
+/// connection-limit checks, then joins the personal group and the path's group *before*
+/// answering 101, so a notify sent as soon as the client sees the 101 already reaches it.
+/// The session task takes over once hyper hands over the socket.
 pub async fn accept(
     state: AppState,
     group: Option<GroupName>,
     hs: Handshake,
+    admission: Admission,
     remote: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
+    // Claims only come from the verifier, so its leeway (whole seconds) is the one that
+    // applied to `exp` at the door and now times the connection's expiry.
+    let leeway = state
+        .verifier
+        .as_ref()
+        .map(|v| v.leeway())
+        .unwrap_or_default();
+    let prefix = &state.config.personal_group_prefix;
+    let grant = admission.claims.map(|c| Grant::new(c, prefix, leeway));
+    if let (Some(grant), Some(group)) = (&grant, &group) {
+        grant
+            .check_join(group)
+            .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+    }
     if state.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }
@@ -103,11 +120,24 @@ pub async fn accept(
         .map_err(|_| ApiError::TooManyConnections)?;
 
     let id = state.next_conn_id();
-    let (tx, outbox) = mpsc::channel(state.config.send_queue as usize);
-    let member = Member::new(id, tx, state.shutdown.child_token());
-    let mut session = Session::new(state.clone(), member, outbox, permit, remote);
-    if let Some(group) = group {
-        session.join(group).await?;
+    let member = Member::for_user(
+        id,
+        state.config.send_queue as usize,
+        state.shutdown.child_token(),
+        grant.as_ref().map(|g| g.user().clone()),
+    );
+    let mut session = Session::new(state.clone(), member, permit, remote, grant);
+    let joined = async {
+        session.join_personal().await?;
+        match group {
+            Some(group) => session.join(group).await.map(drop),
+            None => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = joined {
+        session.abandon().await;
+        return Err(e.into());
     }
 
     let config = WebSocketConfig::default()
@@ -143,5 +173,8 @@ pub async fn accept(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).map_err(|_| ApiError::Internal)?,
     );
+    if let Some(protocol) = admission.protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     Ok(res)
 }

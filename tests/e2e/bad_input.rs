@@ -450,6 +450,7 @@ async fn a_wrong_method_names_the_allowed_one_in_allow() {
         (reqwest::Method::GET, "/notify", "POST"),
         (reqwest::Method::DELETE, "/groups/x", "GET"),
         (reqwest::Method::PUT, "/groups/x/close", "POST"),
+        (reqwest::Method::GET, "/users/u/close", "POST"),
         (reqwest::Method::POST, "/healthz", "GET"),
         (reqwest::Method::POST, "/ws/g", "GET"),
     ] {

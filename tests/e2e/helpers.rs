@@ -5,22 +5,39 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use herald::{Config, Server};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response as Handshake;
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for a frame it expects before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The HS256 secret of [`spawn_auth_app`] and [`mint_token`].
+pub const SECRET: &str = "e2e-test-secret-that-signs-nothing-real";
+
 /// A herald node running inside the test process.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` by the HTTP helpers below, when set.
+    pub bearer: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// An upgrade herald refused: status, JSON body (if any) and headers.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Option<Value>,
+    pub headers: HeaderMap,
 }
 
 /// Starts herald with default settings on a free port.
@@ -41,9 +58,55 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         http: reqwest::Client::new(),
+        bearer: None,
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// Starts herald with authentication on (HS256 with [`SECRET`]) after `configure`
+/// adjusted its settings; its HTTP helpers carry a backend token with scope `notify`.
+pub async fn spawn_auth_app(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut app = spawn_app_with(|c| {
+        c.jwt_secret = Some(SECRET.to_owned().into());
+        configure(c);
+    })
+    .await;
+    app.bearer = Some(mint_token(
+        json!({"sub": "backend", "exp": now() + 600, "scope": "notify"}),
+    ));
+    app
+}
+
+/// Seconds since the Unix epoch, as JWT claims count time.
+pub fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// An HS256 token over `claims`, signed with [`SECRET`].
+pub fn mint_token(claims: Value) -> String {
+    mint_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+    )
+}
+
+/// A token over `claims` signed with `key` using `alg`.
+pub fn mint_with(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
+    encode(&Header::new(alg), &claims, key).expect("sign test token")
+}
+
+/// A subscriber token for `sub`, valid for ten minutes, allowing `groups`.
+pub fn user_token(sub: &str, groups: &[&str]) -> String {
+    mint_token(json!({"sub": sub, "exp": now() + 600, "groups": groups}))
+}
+
+/// The path of a file under tests/fixtures.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A config as the binary would parse it from `args`, listening on a free port.
@@ -65,6 +128,55 @@ impl TestApp {
             .await
             .expect("websocket connect");
         Ws(stream)
+    }
+
+    /// Tries an upgrade of `path` with extra request `headers`: the open socket and the
+    /// 101 response, or how herald refused it. Any other failure fails the test.
+    pub async fn try_ws(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Ws, Handshake), Refused> {
+        let mut req = format!("ws://{}{}", self.addr, path)
+            .into_client_request()
+            .unwrap();
+        for (name, value) in headers {
+            req.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        match connect_async(req).await {
+            Ok((stream, res)) => Ok((Ws(stream), res)),
+            Err(WsError::Http(res)) => Err(Refused {
+                status: res.status().as_u16(),
+                body: res
+                    .body()
+                    .as_deref()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| serde_json::from_slice(b).expect("refusal body is JSON")),
+                headers: res.headers().clone(),
+            }),
+            Err(e) => panic!("upgrade failed with something other than an HTTP status: {e}"),
+        }
+    }
+
+    /// Opens a WebSocket to `path` with `Authorization: Bearer <token>`.
+    pub async fn ws_as(&self, path: &str, token: &str) -> Ws {
+        let auth = format!("Bearer {token}");
+        match self.try_ws(path, &[("authorization", &auth)]).await {
+            Ok((ws, _)) => ws,
+            Err(refused) => panic!("upgrade of {path} refused: {refused:?}"),
+        }
+    }
+
+    /// An HTTP request to `path` carrying [`TestApp::bearer`], if any.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match &self.bearer {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
     }
 
     /// `POST /notify` with a JSON body.
@@ -90,8 +202,7 @@ impl TestApp {
     /// `GET /groups/{group}`, asserted 200.
     pub async fn group(&self, group: &str) -> Value {
         let res = self
-            .http
-            .get(self.url(&format!("/groups/{group}")))
+            .request(reqwest::Method::GET, &format!("/groups/{group}"))
             .send()
             .await
             .unwrap();
@@ -115,8 +226,7 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
+        self.request(reqwest::Method::POST, path)
             .json(body)
             .send()
             .await

@@ -4,26 +4,16 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 use crate::helpers::{spawn_app_with, TestApp, Ws, WAIT};
 
 /// One upgrade attempt on `path`: the open socket, or the HTTP status and body it was
-/// refused with. Any other failure fails the test.
+/// refused with.
 async fn try_connect(app: &TestApp, path: &str) -> Result<Ws, (u16, Option<Value>)> {
-    match connect_async(format!("ws://{}{}", app.addr, path)).await {
-        Ok((stream, _)) => Ok(Ws(stream)),
-        Err(WsError::Http(res)) => {
-            let body = res
-                .body()
-                .as_deref()
-                .filter(|b| !b.is_empty())
-                .map(|b| serde_json::from_slice(b).expect("refusal body is JSON"));
-            Err((res.status().as_u16(), body))
-        }
-        Err(e) => panic!("upgrade failed with something other than an HTTP status: {e}"),
-    }
+    app.try_ws(path, &[])
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|r| (r.status, r.body))
 }
 
 #[tokio::test]

@@ -1,0 +1,58 @@
+//! Server-to-client WebSocket frames, encoded once and shared by every recipient.
+//!
+//! Frames herald sends are unmasked (RFC 6455 §5.1), so a notification's complete frame,
+//! header and payload, is byte-for-byte the same for every member of a group. It is
+//! built once as [`Bytes`]; each connection writes the shared bytes with vectored writes,
+//! without a per-connection copy or write buffer.
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+/// Room left in front of the payload for the largest server frame header (2 + 8 bytes).
+const HEADER_ROOM: usize = 10;
+
+/// Builds a final text frame whose payload `write_payload` appends to the buffer it is
+/// given. The payload is written once, right after space kept for the header, and the
+/// header is then filled in just before it: no copy of the payload is made.
+pub fn text_frame(payload_hint: usize, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buf = Vec::with_capacity(HEADER_ROOM + payload_hint);
+    buf.resize(HEADER_ROOM, 0);
+    write_payload(&mut buf);
+    let payload_len = (buf.len() - HEADER_ROOM) as u64;
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let header_len = header.len(payload_len);
+    let start = HEADER_ROOM - header_len;
+    let mut slot = &mut buf[start..HEADER_ROOM];
+    // Writing into a slice of exactly `header_len` bytes cannot fail.
+    if header.format(payload_len, &mut slot).is_err() {
+        unreachable!("a frame header always fits the room reserved for it");
+    }
+    Bytes::from(buf).slice(start..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn roundtrip(payload: &str) {
+        let frame = text_frame(payload.len(), |b| b.extend_from_slice(payload.as_bytes()));
+        let mut cursor = Cursor::new(&frame[..]);
+        let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+        assert!(header.is_final && header.mask.is_none());
+        assert_eq!(header.opcode, OpCode::Data(Data::Text));
+        assert_eq!(len as usize, payload.len());
+        assert_eq!(&frame[cursor.position() as usize..], payload.as_bytes());
+    }
+
+    #[test]
+    fn frames_of_every_length_class_parse_back() {
+        for n in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
+            roundtrip(&"x".repeat(n));
+        }
+    }
+}
