@@ -164,10 +164,14 @@ impl Session {
         let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
         tokio::pin!(expiry);
         let member = self.member.clone();
+        // Created once: a fresh `cancelled()` future per wake-up would re-register with the
+        // cancellation token (a mutex) for every batch written.
+        let closing = member.closing();
+        tokio::pin!(closing);
         loop {
             tokio::select! {
                 biased;
-                _ = member.closing() => return Box::pin(self.on_closing(conn)).await,
+                _ = &mut closing => return Box::pin(self.on_closing(conn)).await,
                 () = &mut expiry, if expires_at.is_some() => {
                     return Ending::Close(CloseCode::TOKEN_EXPIRED.frame());
                 }
@@ -175,7 +179,7 @@ impl Session {
                     conn.pending = member.take();
                     tokio::select! {
                         biased;
-                        _ = member.closing() => return Box::pin(self.on_closing(conn)).await,
+                        _ = &mut closing => return Box::pin(self.on_closing(conn)).await,
                         written = Box::pin(timeout(write_timeout, conn.write_pending())) => match written {
                             Ok(Ok(None)) => {}
                             Ok(Ok(Some(close))) => return Ending::Close(close),
