@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::publish::{self, PublishConfig, PublishResult};
-use crate::report::{latency_row, thousands, Report};
+use crate::report::{latency_row, thousands, CpuUse, Report};
 use crate::subs::{SubConfig, SubResult, Subscribers, WaitEnd};
-use crate::util::{bottleneck, latency_json, now_ns, round1, round3, CoreMeter, CpuMeter, Target};
+use crate::util::{latency_json, now_ns, round1, round3, CoreMeter, CpuMeter, Target};
 use crate::{Common, ConnectOpts};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -242,17 +242,14 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
         "POST /notify latency p50/p90/p99/max",
         latency_row(&post_lat),
     );
-    if let Some(p) = hub_cpu_pct {
-        report.row("hub CPU (of one core)", format!("{p:.0} %"));
-    }
-    if let Some(p) = client_cpu_pct {
-        report.row("client CPU (of one core)", format!("{p:.0} %"));
-    }
-    report.row("cores busy (incl. softirq)", format!("{cores_busy:?} %"));
-    report.row("bottleneck", bottleneck(hub_core, client_core));
-    if let Some(o) = others {
-        report.row("other processes' CPU (of one core)", format!("{o:.0} %"));
-    }
+    report.cpu_rows(&CpuUse {
+        hub: hub_cpu_pct,
+        client: client_cpu_pct,
+        cores_busy: &cores_busy,
+        hub_core,
+        client_core,
+        others,
+    });
     if !t.ended.is_empty() {
         report.row("connections ended early", format!("{:?}", t.ended));
     }

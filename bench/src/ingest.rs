@@ -11,9 +11,9 @@ use serde_json::json;
 use tokio::time::{timeout, Instant};
 
 use crate::http::HttpConn;
-use crate::report::{latency_row, thousands, Report};
+use crate::report::{latency_row, thousands, CpuUse, Report};
 use crate::util::{
-    bottleneck, latency_json, new_histogram, now_ns, round1, round3, CoreMeter, CpuMeter, Target,
+    latency_json, new_histogram, now_ns, round1, round3, CoreMeter, CpuMeter, Target,
 };
 use crate::Common;
 
@@ -180,17 +180,14 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
     report.row("non-202", format!("{non_202} {:?}", all.statuses));
     report.row("errors", all.errors);
     report.row("latency p50/p90/p99/max", latency_row(&lat));
-    if let Some(p) = hub_cpu_pct {
-        report.row("hub CPU (of one core)", format!("{p:.0} %"));
-    }
-    if let Some(p) = client_cpu_pct {
-        report.row("client CPU (of one core)", format!("{p:.0} %"));
-    }
-    report.row("cores busy (incl. softirq)", format!("{cores_busy:?} %"));
-    report.row("bottleneck", bottleneck(hub_core, client_core));
-    if let Some(o) = others {
-        report.row("other processes' CPU (of one core)", format!("{o:.0} %"));
-    }
+    report.cpu_rows(&CpuUse {
+        hub: hub_cpu_pct,
+        client: client_cpu_pct,
+        cores_busy: &cores_busy,
+        hub_core,
+        client_core,
+        others,
+    });
     if let Some(e) = &all.first_error {
         report.row("first error", e);
     }

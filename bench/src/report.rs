@@ -25,6 +25,22 @@ impl Report {
         self.rows.push((name.to_string(), value.to_string()));
     }
 
+    /// The CPU rows shared by the timed scenarios: who used how much, and which side was
+    /// the limit.
+    pub fn cpu_rows(&mut self, cpu: &CpuUse<'_>) {
+        if let Some(p) = cpu.hub {
+            self.row("hub CPU (of one core)", format!("{p:.0} %"));
+        }
+        if let Some(p) = cpu.client {
+            self.row("client CPU (of one core)", format!("{p:.0} %"));
+        }
+        self.row("cores busy (incl. softirq)", format!("{:?} %", cpu.cores_busy));
+        self.row("bottleneck", crate::util::bottleneck(cpu.hub_core, cpu.client_core));
+        if let Some(o) = cpu.others {
+            self.row("other processes' CPU (of one core)", format!("{o:.0} %"));
+        }
+    }
+
     pub fn print(&self) {
         let width = self.rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         println!("{}", self.title);
@@ -35,6 +51,16 @@ impl Report {
         println!("  {:<width$}  {}", "ok", self.ok);
         println!("{}", self.json);
     }
+}
+
+/// CPU use measured over one scenario, in percent of one core.
+pub struct CpuUse<'a> {
+    pub hub: Option<f64>,
+    pub client: Option<f64>,
+    pub cores_busy: &'a [f64],
+    pub hub_core: Option<f64>,
+    pub client_core: Option<f64>,
+    pub others: Option<f64>,
 }
 
 /// `12345678` -> `"12,345,678"`.
