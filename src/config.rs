@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub client_publish: bool,
 
+    /// Serve `GET /metrics` (Prometheus) on this separate address instead of `--listen`,
+    /// e.g. to keep it off a public port. Unset: `/metrics` is on the main listener.
+    #[arg(long, env = "HERALD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log format: `text` for people, `json` for log pipelines. Filter with `RUST_LOG`.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -7,6 +7,7 @@
 //! - [`auth`]: token verification (`Verifier`, `Claims`) and the pure pattern, scope and
 //!   origin checks.
 //! - [`telemetry`]: log setup.
+//! - [`metrics`]: the Prometheus metrics, one `Metrics` struct of typed handles.
 //! - [`server`]: binds the listener, runs until a shutdown signal, drains.
 //! - [`shutdown`]: the SIGTERM/SIGINT trigger.
 //! - [`state`]: `AppState`, the shared handle routes and sessions get.
@@ -36,6 +37,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

@@ -30,25 +30,21 @@ pub enum StartError {
 /// A bound, not yet running herald node.
 pub struct Server {
     listener: TcpListener,
+    /// `--metrics-listen`: a second listener serving only `/metrics`.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
 }
 
 impl Server {
-    /// Loads the JWT key, if any, then binds `config.listen` (port 0 picks a free port)
-    /// with TCP_NODELAY, which accepted sockets inherit: notifications are small and must
-    /// not wait for Nagle.
+    /// Loads the JWT key, if any, then binds `config.listen` and, when set,
+    /// `config.metrics_listen` (port 0 picks a free port).
     pub fn bind(config: Config) -> Result<Self, StartError> {
         let verifier = Verifier::from_config(&config)?;
-        let addr = config.listen;
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_tcp_nodelay(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(LISTEN_BACKLOG)?;
-        socket.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(socket.into())?;
+        let listener = listen(config.listen)?;
+        let metrics_listener = config.metrics_listen.map(listen).transpose()?;
         Ok(Self {
             listener,
+            metrics_listener,
             state: AppState::new(config, verifier),
         })
     }
@@ -56,6 +52,11 @@ impl Server {
     /// The address actually bound.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The `--metrics-listen` address actually bound, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
     /// The node's shared state (tests inspect the hub through it).
@@ -67,13 +68,27 @@ impl Server {
     /// WebSocket with 1012, let in-flight requests finish, and return once everything
     /// has ended or `--drain-timeout` has passed.
     pub async fn run(self, signal: impl Future<Output = ()>) {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            metrics_listener,
+            state,
+        } = self;
         let routes = transport::routes(state.clone());
         let http = warp::serve(routes)
             .incoming(listener)
             .graceful(state.shutdown.clone().cancelled_owned())
             .run();
         let http = tokio::spawn(http);
+        // Stops accepting on the same signal as the main listener.
+        let metrics_http = metrics_listener.map(|l| {
+            let routes = transport::metrics_routes(state.clone());
+            tokio::spawn(
+                warp::serve(routes)
+                    .incoming(l)
+                    .graceful(state.shutdown.clone().cancelled_owned())
+                    .run(),
+            )
+        });
 
         signal.await;
         tracing::info!(
@@ -85,6 +100,9 @@ impl Server {
         let drained = tokio::time::timeout(state.config.drain_timeout, async {
             state.sessions.wait().await;
             let _ = http.await;
+            if let Some(metrics_http) = metrics_http {
+                let _ = metrics_http.await;
+            }
         })
         .await;
         match drained {
@@ -95,6 +113,18 @@ impl Server {
             ),
         }
     }
+}
+
+/// Binds `addr` (port 0 picks a free port) with TCP_NODELAY, which accepted sockets
+/// inherit: notifications are small and must not wait for Nagle.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// File descriptors herald needs besides WebSockets: the listener, HTTP API clients, logs.

@@ -11,6 +11,7 @@ use crate::auth::Verifier;
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
 use crate::hub::{ConnId, Hub};
+use crate::metrics::Metrics;
 
 /// Shared state of one herald node. Cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Offsets and delivery (memory by default).
     pub broker: Arc<dyn Broker>,
+    /// This node's Prometheus metrics, in its own registry.
+    pub metrics: Arc<Metrics>,
     /// Checks bearer tokens; `None` when no key is configured (auth off).
     pub verifier: Option<Arc<Verifier>>,
     /// One permit per open WebSocket (`--max-connections`); the permit lives in the
@@ -44,6 +47,7 @@ impl AppState {
             config: Arc::new(config),
             hub,
             broker,
+            metrics: Arc::new(Metrics::new()),
             verifier: verifier.map(Arc::new),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

@@ -8,8 +8,10 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     // warp logs every client-caused connection failure (resets, unparsable requests) at
     // ERROR under `warp::server`; those are not herald errors, so they are off by default.
+    // `warp::filters::trace` logs two INFO lines per request; herald's own request span
+    // (transport::observe) logs one DEBUG line instead.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,warp::server=off"));
+        .unwrap_or_else(|_| EnvFilter::new("info,warp::server=off,warp::filters::trace=off"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

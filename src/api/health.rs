@@ -1,7 +1,9 @@
-//! `/healthz` (the process is alive) and `/readyz` (it should receive traffic).
+//! `/healthz` (the process is alive), `/readyz` (it should receive traffic) and
+//! `/metrics` (Prometheus text format).
 
-use warp::http::StatusCode;
+use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
+use warp::Reply;
 
 use super::{json, ApiError};
 use crate::state::AppState;
@@ -9,6 +11,22 @@ use crate::state::AppState;
 /// Always 200 while the process serves HTTP.
 pub async fn healthz() -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" })))
+}
+
+/// The Prometheus scrape. Gauges of current sizes (connections, memberships, groups)
+/// are read here, once per scrape, instead of being kept up to date on every join.
+pub async fn metrics(state: AppState) -> Result<Response, ApiError> {
+    let m = &state.metrics;
+    m.connections.set(state.connections_open() as i64);
+    let (groups, subscriptions) = state.hub.counts();
+    m.groups.set(groups as i64);
+    m.subscriptions.set(subscriptions as i64);
+    let mut res = m.render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(res)
 }
 
 /// 200 when the listener is up, the broker is connected and no shutdown has begun.

@@ -34,7 +34,11 @@ pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
         let published = state
             .broker
             .publish(group, &event, &req.data, audience)
-            .await?;
+            .await
+            .inspect_err(|_| state.metrics.broker_publish_errors.inc())?;
+        state
+            .metrics
+            .published(published.fanout.queued, published.fanout.slow);
         deliveries.push(GroupDelivery {
             group: group.to_string(),
             offset: published.offset,

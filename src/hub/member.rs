@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -47,6 +48,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outbound>,
+    /// When the queue last went from empty to non-empty (delivery-lag metric).
+    since: Option<Instant>,
     /// First close requested wins; `None` with a cancelled token means shutdown.
     close: Option<CloseFrame>,
     /// The session has ended; nothing more is queued.
@@ -108,18 +111,23 @@ impl Member {
     /// Queues a shared frame without waiting. A full queue closes the connection with
     /// [`CloseCode::SLOW_CONSUMER`]: herald never skips a frame silently.
     pub fn try_deliver(&self, frame: &Bytes) -> Delivery {
-        self.push(Outbound::Frame(frame.clone()))
+        self.try_deliver_at(frame, Instant::now())
+    }
+
+    /// [`Member::try_deliver`] of a frame published at `at` (one clock read per fan-out).
+    pub fn try_deliver_at(&self, frame: &Bytes, at: Instant) -> Delivery {
+        self.push(Outbound::Frame(frame.clone()), at)
     }
 
     /// Closes after the frames already queued have been written; if the queue is full,
     /// closes at once with the same frame.
     pub fn close_after_queued(&self, frame: CloseFrame) {
-        if self.push(Outbound::Close(frame.clone())) == Delivery::Slow {
+        if self.push(Outbound::Close(frame.clone()), Instant::now()) == Delivery::Slow {
             self.close_now(frame);
         }
     }
 
-    fn push(&self, item: Outbound) -> Delivery {
+    fn push(&self, item: Outbound, at: Instant) -> Delivery {
         let mut state = self.state();
         if state.ended {
             return Delivery::Gone;
@@ -131,6 +139,9 @@ impl Member {
         }
         state.queue.push_back(item);
         let first = state.queue.len() == 1;
+        if first {
+            state.since = Some(at);
+        }
         drop(state);
         if first {
             // One wake-up per batch: the session takes everything queued when it runs.
@@ -164,6 +175,12 @@ impl Member {
     /// Takes everything queued, leaving the queue empty (and unallocated).
     pub fn take(&self) -> VecDeque<Outbound> {
         std::mem::take(&mut self.state().queue)
+    }
+
+    /// Like [`Member::take`], with when the first of the taken items was queued.
+    pub fn take_batch(&self) -> (VecDeque<Outbound>, Option<Instant>) {
+        let mut state = self.state();
+        (std::mem::take(&mut state.queue), state.since.take())
     }
 
     /// Marks the connection ended: later deliveries report [`Delivery::Gone`] and what was

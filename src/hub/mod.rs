@@ -15,6 +15,7 @@ pub use member::{ConnId, Delivery, Member, Outbound};
 pub use shard::SHARDS;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -110,11 +111,13 @@ impl Hub {
     /// in `audience`. The bytes are shared, not copied: a clone only bumps a reference
     /// count.
     pub fn deliver(&self, group: &GroupName, frame: &Bytes, audience: Audience<'_>) -> Fanout {
+        // One clock read per fan-out, not per member: the delivery-lag metric's start.
+        let now = Instant::now();
         let shard = self.groups.read(group);
         let mut out = Fanout::default();
         let members = shard.get(group).into_iter().flat_map(|m| m.values());
         for member in members.filter(|m| audience.includes(m)) {
-            match member.try_deliver(frame) {
+            match member.try_deliver_at(frame, now) {
                 Delivery::Queued => out.queued += 1,
                 Delivery::Slow => out.slow += 1,
                 Delivery::Gone => {}
@@ -140,6 +143,15 @@ impl Hub {
     /// Local members of `group`.
     pub fn subscribers(&self, group: &GroupName) -> usize {
         self.groups.read(group).get(group).map_or(0, |m| m.len())
+    }
+
+    /// Groups with local members and the memberships in them (for the metrics scrape;
+    /// one shard lock at a time, so the two numbers are not one atomic snapshot).
+    pub fn counts(&self) -> (usize, usize) {
+        self.groups.each().fold((0, 0), |(groups, members), shard| {
+            let here: usize = shard.values().map(HashMap::len).sum();
+            (groups + shard.len(), members + here)
+        })
     }
 
     /// Up to `limit` distinct users with a local connection in `group`, sorted.

@@ -11,6 +11,7 @@ use warp::{Filter, Rejection};
 
 use crate::api::ApiError;
 use crate::auth::{bearer, origin_allowed, AuthError, Claims, NOTIFY_SCOPE};
+use crate::metrics::RejectReason;
 use crate::state::AppState;
 
 /// What an upgrade request proved.
@@ -33,7 +34,15 @@ pub fn client(state: AppState) -> impl Filter<Extract = (Admission,), Error = Re
         .and_then(move |origin, authorization, protocols, query| {
             let state = state.clone();
             async move {
-                admit(&state, origin, authorization, protocols, query).map_err(warp::reject::custom)
+                admit(&state, origin, authorization, protocols, query).map_err(|e| {
+                    // `admit` refuses with 403 for the origin only; everything else is the token.
+                    let why = match e {
+                        ApiError::Forbidden(_) => RejectReason::Origin,
+                        _ => RejectReason::Auth,
+                    };
+                    state.metrics.connection_rejected(why);
+                    warp::reject::custom(e)
+                })
             }
         })
 }

@@ -3,8 +3,10 @@
 
 mod admission;
 mod connection;
+mod observe;
 mod routes;
 mod session;
 mod upgrade;
 
-pub use routes::routes;
+pub use observe::REQUEST_ID;
+pub use routes::{metrics_routes, routes};

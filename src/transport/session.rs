@@ -25,6 +25,7 @@ use super::connection::{Connection, Ending, Socket};
 use crate::auth::Grant;
 use crate::broker::BrokerError;
 use crate::hub::{Audience, Member};
+use crate::metrics::Disconnect;
 use crate::protocol::{
     ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, ServerFrame,
 };
@@ -139,13 +140,23 @@ impl Session {
         tracing::debug!(conn = self.member.id(), remote = ?self.remote, "connection opened");
         let mut conn = Connection::new(ws);
         let ending = self.serve(&mut conn).await;
+        let mut discarded = self.member.take().len();
+        if matches!(ending, Ending::Drop) {
+            discarded += conn.pending.len();
+        }
+        self.state.metrics.dropped_closed.inc_by(discarded as u64);
         // Leave first, so no more frames are queued for a connection that is going away.
         self.leave_all().await;
-        let code = match &ending {
-            Ending::Close(frame) => Some(u16::from(frame.code)),
-            _ => None,
+        let (code, how) = match &ending {
+            Ending::Close(frame) => {
+                let code = u16::from(frame.code);
+                (Some(code), Disconnect::Code(code))
+            }
+            Ending::ClientClosed => (None, Disconnect::Client),
+            Ending::Drop => (None, Disconnect::Dropped),
         };
         Box::pin(conn.finish(ending, self.state.config.write_timeout)).await;
+        self.state.metrics.disconnected(how);
         tracing::debug!(conn = self.member.id(), ?code, "connection closed");
     }
 
@@ -176,13 +187,20 @@ impl Session {
                     return Ending::Close(CloseCode::TOKEN_EXPIRED.frame());
                 }
                 _ = member.ready() => {
-                    conn.pending = member.take();
+                    let since;
+                    (conn.pending, since) = member.take_batch();
+                    let batch = conn.pending.len();
                     tokio::select! {
                         biased;
                         _ = &mut closing => return Box::pin(self.on_closing(conn)).await,
                         written = Box::pin(timeout(write_timeout, conn.write_pending())) => match written {
-                            Ok(Ok(None)) => {}
-                            Ok(Ok(Some(close))) => return Ending::Close(close),
+                            Ok(Ok(close)) => {
+                                let frames = batch - conn.pending.len() - usize::from(close.is_some());
+                                self.state.metrics.batch_written(frames, since);
+                                if let Some(close) = close {
+                                    return Ending::Close(close);
+                                }
+                            }
                             Ok(Err(_)) => return Ending::Drop,
                             Err(_) => {
                                 tracing::debug!(conn = member.id(), "write stalled past --write-timeout");
@@ -231,11 +249,20 @@ impl Session {
     /// is still written, within `--write-timeout`, before 1012.
     async fn on_closing(&mut self, conn: &mut Connection) -> Ending {
         if let Some(frame) = self.member.requested_close() {
+            let before = conn.pending.len();
             conn.drop_unstarted();
+            let discarded = before - conn.pending.len() + self.member.take().len();
+            self.state.metrics.dropped_closed.inc_by(discarded as u64);
             return Ending::Close(frame);
         }
         conn.pending.extend(self.member.take());
-        match timeout(self.state.config.write_timeout, conn.write_pending()).await {
+        let batch = conn.pending.len();
+        let written = timeout(self.state.config.write_timeout, conn.write_pending()).await;
+        if let Ok(Ok(close)) = &written {
+            let frames = batch - conn.pending.len() - usize::from(close.is_some());
+            self.state.metrics.batch_written(frames, None);
+        }
+        match written {
             Ok(Ok(Some(group_close))) => Ending::Close(group_close),
             Ok(Ok(None)) => Ending::Close(CloseCode::SERVICE_RESTART.frame()),
             _ => Ending::Drop,
@@ -279,7 +306,9 @@ impl Session {
 
     /// Handles one client frame and returns the replies due, in order (usually one).
     async fn on_frame(&mut self, text: &str) -> Result<Vec<ServerFrame>, FrameError> {
-        let reply = match ClientFrame::parse(text)? {
+        let frame = ClientFrame::parse(text);
+        self.state.metrics.client_frame(frame.as_ref().ok());
+        let reply = match frame? {
             ClientFrame::Ping => ServerFrame::Pong,
             ClientFrame::Subscribe { group } => {
                 let name = parse_group(&group)?;
@@ -326,11 +355,17 @@ impl Session {
                     }
                     None => EventName::default_event(),
                 };
-                self.state
+                let published = self
+                    .state
                     .broker
                     .publish(&name, &event, &data, Audience::Everyone)
                     .await
-                    .map_err(|_| FrameError::Unavailable)?;
+                    .map_err(|_| {
+                        self.state.metrics.broker_publish_errors.inc();
+                        FrameError::Unavailable
+                    })?;
+                let fanout = published.fanout;
+                self.state.metrics.published(fanout.queued, fanout.slow);
                 // The publisher is a member, so the notification itself is its acknowledgement.
                 return Ok(Vec::new());
             }

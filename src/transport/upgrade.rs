@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
@@ -22,6 +23,7 @@ use super::session::Session;
 use crate::api::ApiError;
 use crate::auth::Grant;
 use crate::hub::Member;
+use crate::metrics::RejectReason;
 use crate::protocol::GroupName;
 use crate::state::AppState;
 
@@ -108,20 +110,32 @@ pub async fn accept(
     let prefix = &state.config.personal_group_prefix;
     let grant = admission.claims.map(|c| Grant::new(c, prefix, leeway));
     if let (Some(grant), Some(group)) = (&grant, &group) {
-        grant
-            .check_join(group)
-            .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+        grant.check_join(group).map_err(|e| {
+            state.metrics.connection_rejected(RejectReason::Forbidden);
+            ApiError::Forbidden(e.to_string())
+        })?;
     }
     if state.shutdown.is_cancelled() {
+        state
+            .metrics
+            .connection_rejected(RejectReason::ShuttingDown);
         return Err(ApiError::ShuttingDown);
     }
-    let permit = state
-        .connections
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::TooManyConnections)?;
+    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
+        state.metrics.connection_rejected(RejectReason::Limit);
+        ApiError::TooManyConnections
+    })?;
 
     let id = state.next_conn_id();
+    // A child of the upgrade's request span, so its lines carry the request id too.
+    let span = tracing::info_span!(
+        "conn",
+        conn = id,
+        user = grant
+            .as_ref()
+            .map(|g| tracing::field::display(g.user().clone())),
+        remote = remote.map(tracing::field::display),
+    );
     let member = Member::for_user(
         id,
         state.config.send_queue as usize,
@@ -141,6 +155,7 @@ pub async fn accept(
         session.abandon().await;
         return Err(e.into());
     }
+    state.metrics.connections_accepted.inc();
 
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -148,23 +163,26 @@ pub async fn accept(
         .max_message_size(Some(state.config.max_frame as usize))
         .max_frame_size(Some(state.config.max_frame as usize));
     let on_upgrade = hs.on_upgrade;
-    state.sessions.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                session.run(ws).await;
-            }
-            Err(e) => {
-                tracing::debug!(conn = id, error = %e, "upgrade failed");
-                session.abandon().await;
+    state.sessions.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    session.run(ws).await;
+                }
+                Err(e) => {
+                    tracing::debug!(conn = id, error = %e, "upgrade failed");
+                    session.abandon().await;
+                }
             }
         }
-    });
+        .instrument(span),
+    );
 
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = res.headers_mut();

@@ -25,6 +25,8 @@ pub const SECRET: &str = "e2e-test-secret-that-signs-nothing-real";
 /// A herald node running inside the test process.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The `--metrics-listen` address actually bound, when one was configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     /// Sent as `Authorization: Bearer` by the HTTP helpers below, when set.
     pub bearer: Option<String>,
@@ -51,12 +53,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     configure(&mut config);
     let server = Server::bind(config).expect("bind");
     let addr = server.local_addr().expect("local addr");
+    let metrics_addr = server.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        metrics_addr,
         http: reqwest::Client::new(),
         bearer: None,
         stop: Some(stop),

@@ -9,6 +9,7 @@ mod bad_input;
 mod close;
 mod docs;
 mod limits;
+mod metrics;
 mod notify;
 mod shutdown;
 mod subscribe;
