@@ -34,8 +34,14 @@ impl Report {
         if let Some(p) = cpu.client {
             self.row("client CPU (of one core)", format!("{p:.0} %"));
         }
-        self.row("cores busy (incl. softirq)", format!("{:?} %", cpu.cores_busy));
-        self.row("bottleneck", crate::util::bottleneck(cpu.hub_core, cpu.client_core));
+        self.row(
+            "cores busy (incl. softirq)",
+            format!("{:?} %", cpu.cores_busy),
+        );
+        self.row(
+            "bottleneck",
+            crate::util::bottleneck(cpu.hub_core, cpu.client_core),
+        );
         if let Some(o) = cpu.others {
             self.row("other processes' CPU (of one core)", format!("{o:.0} %"));
         }
