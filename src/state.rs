@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, BrokerError, MemoryBroker, Published};
 use crate::config::Config;
-use crate::hub::{ConnId, Hub};
+use crate::hub::{Audience, ConnId, Hub};
 use crate::metrics::Metrics;
+use crate::protocol::{EventName, GroupName};
 
 /// Shared state of one herald node. Cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -58,6 +59,25 @@ impl AppState {
     /// A fresh connection id, unique within this process.
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Publishes through the broker and records the outcome (fan-out size, slow-consumer
+    /// drops, broker errors): the one publish path for `POST /notify` and client publish.
+    pub async fn publish(
+        &self,
+        group: &GroupName,
+        event: &EventName,
+        data: &serde_json::value::RawValue,
+        audience: Audience<'_>,
+    ) -> Result<Published, BrokerError> {
+        let published = self
+            .broker
+            .publish(group, event, data, audience)
+            .await
+            .inspect_err(|_| self.metrics.broker_publish_errors.inc())?;
+        self.metrics
+            .published(published.fanout.queued, published.fanout.slow);
+        Ok(published)
     }
 
     /// WebSocket connections currently open.

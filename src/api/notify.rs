@@ -31,14 +31,7 @@ pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
 
     let mut deliveries = Vec::with_capacity(targets.len());
     for group in &targets {
-        let published = state
-            .broker
-            .publish(group, &event, &req.data, audience)
-            .await
-            .inspect_err(|_| state.metrics.broker_publish_errors.inc())?;
-        state
-            .metrics
-            .published(published.fanout.queued, published.fanout.slow);
+        let published = state.publish(group, &event, &req.data, audience).await?;
         deliveries.push(GroupDelivery {
             group: group.to_string(),
             offset: published.offset,

@@ -174,7 +174,7 @@ impl Member {
 
     /// Takes everything queued, leaving the queue empty (and unallocated).
     pub fn take(&self) -> VecDeque<Outbound> {
-        std::mem::take(&mut self.state().queue)
+        self.take_batch().0
     }
 
     /// Like [`Member::take`], with when the first of the taken items was queued.

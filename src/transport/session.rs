@@ -355,17 +355,10 @@ impl Session {
                     }
                     None => EventName::default_event(),
                 };
-                let published = self
-                    .state
-                    .broker
+                self.state
                     .publish(&name, &event, &data, Audience::Everyone)
                     .await
-                    .map_err(|_| {
-                        self.state.metrics.broker_publish_errors.inc();
-                        FrameError::Unavailable
-                    })?;
-                let fanout = published.fanout;
-                self.state.metrics.published(fanout.queued, fanout.slow);
+                    .map_err(|_| FrameError::Unavailable)?;
                 // The publisher is a member, so the notification itself is its acknowledgement.
                 return Ok(Vec::new());
             }
