@@ -10,7 +10,7 @@ use crate::fanout::{group_names, tally};
 use crate::publish::{self, PublishConfig};
 use crate::report::{latency_row, thousands, Report};
 use crate::subs::{SubConfig, Subscribers, WaitEnd};
-use crate::util::{bottleneck, latency_json, round1, round3, rss_kib, CoreMeter, CpuMeter, Target};
+use crate::util::{bottleneck, latency_json, round1, round3, rss_kib, CpuUse, PhaseMeters, Target};
 use crate::ConnectOpts;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -84,11 +84,9 @@ pub async fn run(a: ConnsArgs) -> Result<Report, String> {
     let mut wait = WaitEnd::Timeout;
     let mut burst_s = 0.0;
     let mut rss_burst = None;
-    let mut burst_cpu = (None, None, Vec::new(), None);
+    let mut cpu = CpuUse::default();
     if notifies > 0 && connected > 0 {
-        let hub_cpu = CpuMeter::start(pid);
-        let client_cpu = CpuMeter::start(std::process::id());
-        let cores = CoreMeter::start();
+        let meters = PhaseMeters::start(Some(pid));
         let burst_start = crate::util::now_ns();
         let p = publish::spawn(PublishConfig {
             target,
@@ -101,14 +99,11 @@ pub async fn run(a: ConnsArgs) -> Result<Report, String> {
         })
         .await
         .map_err(|_| "the publisher thread died".to_string())?;
-        let expected: u64 = (0..a.groups)
-            .map(|g| p.accepted_per_group[g] * subs.shared.connected_per_group[g].load(Relaxed))
-            .sum();
+        let expected = p.expected_deliveries(&subs.shared.connected_per_group);
         wait = subs
             .wait_delivered(expected, deadline, Duration::from_secs(10))
             .await;
-        let (h, c) = (hub_cpu.percent(), client_cpu.percent());
-        burst_cpu = (h, c, cores.percent(), cores.others_percent(&[h, c]));
+        cpu = meters.finish();
         let last = subs.shared.last_delivery_ns.load(Relaxed);
         burst_s = last.saturating_sub(burst_start) as f64 / 1e9;
         published = Some(p);
@@ -131,9 +126,6 @@ pub async fn run(a: ConnsArgs) -> Result<Report, String> {
         .last_reply_ns
         .saturating_sub(published.first_send_ns) as f64
         / 1e9;
-    let (burst_hub_cpu, burst_client_cpu, burst_cores, burst_others) = burst_cpu;
-    let hub_core = CoreMeter::pinned_percent(&burst_cores, pid);
-    let client_core = CoreMeter::pinned_percent(&burst_cores, std::process::id());
 
     let mut report = Report::new(format!(
         "conns: {} idle connections over {} groups, burst of {} notifies per group",
@@ -183,14 +175,17 @@ pub async fn run(a: ConnsArgs) -> Result<Report, String> {
             latency_row(&post_lat)
         ),
     );
-    if let (Some(h), Some(c)) = (burst_hub_cpu, burst_client_cpu) {
+    if let (Some(h), Some(c)) = (cpu.hub, cpu.client) {
         report.row(
             "burst CPU hub / client (of one core)",
             format!("{h:.0} % / {c:.0} %"),
         );
     }
-    report.row("burst bottleneck", bottleneck(hub_core, client_core));
-    if let Some(o) = burst_others {
+    report.row(
+        "burst bottleneck",
+        bottleneck(cpu.hub_core, cpu.client_core),
+    );
+    if let Some(o) = cpu.others {
         report.row("other processes' CPU during burst", format!("{o:.0} %"));
     }
     if !t.ended.is_empty() {
@@ -229,15 +224,12 @@ pub async fn run(a: ConnsArgs) -> Result<Report, String> {
             "burst_latency_ms": lat,
             "burst_publish_s": round3(publish_s),
             "burst_publish_latency_ms": post_lat,
-            "burst_hub_cpu_pct": burst_hub_cpu,
-            "burst_client_cpu_pct": burst_client_cpu,
-            "burst_cores_busy_pct": burst_cores,
-            "burst_hub_core_busy_pct": hub_core,
-            "burst_client_core_busy_pct": client_core,
-            "burst_other_cpu_pct": burst_others,
             "ended_early": t.ended,
             "wait": if notifies == 0 { Value::Null } else { wait.as_str().into() },
         }
     });
+    if let Some(results) = report.json["results"].as_object_mut() {
+        results.extend(cpu.json_fields("burst_"));
+    }
     Ok(report)
 }

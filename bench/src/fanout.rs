@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::publish::{self, PublishConfig, PublishResult};
-use crate::report::{latency_row, thousands, CpuUse, Report};
+use crate::report::{latency_row, thousands, Report};
 use crate::subs::{SubConfig, SubResult, Subscribers, WaitEnd};
-use crate::util::{latency_json, now_ns, round1, round3, CoreMeter, CpuMeter, Target};
+use crate::util::{latency_json, now_ns, round3, PhaseMeters, Target};
 use crate::{Common, ConnectOpts};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -126,9 +126,7 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
     let connect_s = started.elapsed().as_secs_f64();
     let connected = subs.connected();
 
-    let hub_cpu = a.common.hub_pid.map(CpuMeter::start);
-    let client_cpu = CpuMeter::start(std::process::id());
-    let cores = CoreMeter::start();
+    let meters = PhaseMeters::start(a.common.hub_pid);
     let published = publish::spawn(PublishConfig {
         target,
         groups: groups.clone(),
@@ -140,24 +138,14 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
     })
     .await
     .map_err(|_| "the publisher thread died".to_string())?;
-    let expected: u64 = (0..a.groups)
-        .map(|g| published.accepted_per_group[g] * subs.shared.connected_per_group[g].load(Relaxed))
-        .sum();
+    let expected = published.expected_deliveries(&subs.shared.connected_per_group);
     eprintln!(
         "published {} notifies; waiting for {expected} deliveries",
         published.accepted.len()
     );
     let idle = Duration::from_secs_f64(a.idle_timeout);
     let wait = subs.wait_delivered(expected, deadline, idle).await;
-    let hub_cpu_pct = hub_cpu.and_then(|m| m.percent());
-    let client_cpu_pct = client_cpu.percent();
-    let cores_busy = cores.percent();
-    let others = cores.others_percent(&[hub_cpu_pct, client_cpu_pct]);
-    let hub_core = a
-        .common
-        .hub_pid
-        .and_then(|p| CoreMeter::pinned_percent(&cores_busy, p));
-    let client_core = CoreMeter::pinned_percent(&cores_busy, std::process::id());
+    let cpu = meters.finish();
     let last_ns = subs.shared.last_delivery_ns.load(Relaxed);
     let retries = subs.shared.retries.load(Relaxed);
     let failed = subs.shared.failed.load(Relaxed);
@@ -242,14 +230,7 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
         "POST /notify latency p50/p90/p99/max",
         latency_row(&post_lat),
     );
-    report.cpu_rows(&CpuUse {
-        hub: hub_cpu_pct,
-        client: client_cpu_pct,
-        cores_busy: &cores_busy,
-        hub_core,
-        client_core,
-        others,
-    });
+    report.cpu_rows(&cpu);
     if !t.ended.is_empty() {
         report.row("connections ended early", format!("{:?}", t.ended));
     }
@@ -295,16 +276,13 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
             "latency_ms": lat,
             "publish_s": round3(publish_s),
             "publish_latency_ms": post_lat,
-            "hub_cpu_pct": hub_cpu_pct.map(round1),
-            "client_cpu_pct": client_cpu_pct.map(round1),
-            "cores_busy_pct": cores_busy,
-            "hub_core_busy_pct": hub_core,
-            "client_core_busy_pct": client_core,
-            "other_cpu_pct": others,
             "ended_early": t.ended,
             "connect_errors": connect_errors,
             "wait": wait.as_str(),
         }
     });
+    if let Some(results) = report.json["results"].as_object_mut() {
+        results.extend(cpu.json_fields(""));
+    }
     Ok(report)
 }

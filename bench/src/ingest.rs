@@ -11,10 +11,8 @@ use serde_json::json;
 use tokio::time::{timeout, Instant};
 
 use crate::http::HttpConn;
-use crate::report::{latency_row, thousands, CpuUse, Report};
-use crate::util::{
-    latency_json, new_histogram, now_ns, round1, round3, CoreMeter, CpuMeter, Target,
-};
+use crate::report::{latency_row, thousands, Report};
+use crate::util::{latency_json, new_histogram, now_ns, round3, PhaseMeters, Target};
 use crate::Common;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -114,9 +112,7 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
     let group = Arc::new(format!("bench-ingest-empty-{:x}", now_ns() % 0xff_ffff));
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(a.common.timeout);
-    let hub_cpu = a.common.hub_pid.map(CpuMeter::start);
-    let client_cpu = CpuMeter::start(std::process::id());
-    let cores = CoreMeter::start();
+    let meters = PhaseMeters::start(a.common.hub_pid);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..a.concurrency {
@@ -147,15 +143,7 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let hub_cpu_pct = hub_cpu.and_then(|m| m.percent());
-    let client_cpu_pct = client_cpu.percent();
-    let cores_busy = cores.percent();
-    let others = cores.others_percent(&[hub_cpu_pct, client_cpu_pct]);
-    let hub_core = a
-        .common
-        .hub_pid
-        .and_then(|p| CoreMeter::pinned_percent(&cores_busy, p));
-    let client_core = CoreMeter::pinned_percent(&cores_busy, std::process::id());
+    let cpu = meters.finish();
     let answered: u64 = all.statuses.values().sum();
     let accepted = all.statuses.get(&202).copied().unwrap_or(0);
     let non_202 = answered - accepted;
@@ -180,14 +168,7 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
     report.row("non-202", format!("{non_202} {:?}", all.statuses));
     report.row("errors", all.errors);
     report.row("latency p50/p90/p99/max", latency_row(&lat));
-    report.cpu_rows(&CpuUse {
-        hub: hub_cpu_pct,
-        client: client_cpu_pct,
-        cores_busy: &cores_busy,
-        hub_core,
-        client_core,
-        others,
-    });
+    report.cpu_rows(&cpu);
     if let Some(e) = &all.first_error {
         report.row("first error", e);
     }
@@ -210,13 +191,10 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
             "duration_s": round3(elapsed),
             "requests_per_s": rps,
             "latency_ms": lat,
-            "hub_cpu_pct": hub_cpu_pct.map(round1),
-            "client_cpu_pct": client_cpu_pct.map(round1),
-            "cores_busy_pct": cores_busy,
-            "hub_core_busy_pct": hub_core,
-            "client_core_busy_pct": client_core,
-            "other_cpu_pct": others,
         }
     });
+    if let Some(results) = report.json["results"].as_object_mut() {
+        results.extend(cpu.json_fields(""));
+    }
     Ok(report)
 }

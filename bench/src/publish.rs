@@ -55,6 +55,17 @@ pub struct PublishResult {
 }
 
 impl PublishResult {
+    /// Deliveries due: every accepted notify times the members its group had connected.
+    pub fn expected_deliveries(&self, connected_per_group: &[std::sync::atomic::AtomicU64]) -> u64 {
+        self.accepted_per_group
+            .iter()
+            .zip(connected_per_group)
+            .map(|(n, c)| n * c.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl PublishResult {
     fn merge(&mut self, other: PublishResult) {
         self.accepted.extend(other.accepted);
         for (a, b) in self

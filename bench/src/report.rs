@@ -27,7 +27,7 @@ impl Report {
 
     /// The CPU rows shared by the timed scenarios: who used how much, and which side was
     /// the limit.
-    pub fn cpu_rows(&mut self, cpu: &CpuUse<'_>) {
+    pub fn cpu_rows(&mut self, cpu: &crate::util::CpuUse) {
         if let Some(p) = cpu.hub {
             self.row("hub CPU (of one core)", format!("{p:.0} %"));
         }
@@ -57,16 +57,6 @@ impl Report {
         println!("  {:<width$}  {}", "ok", self.ok);
         println!("{}", self.json);
     }
-}
-
-/// CPU use measured over one scenario, in percent of one core.
-pub struct CpuUse<'a> {
-    pub hub: Option<f64>,
-    pub client: Option<f64>,
-    pub cores_busy: &'a [f64],
-    pub hub_core: Option<f64>,
-    pub client_core: Option<f64>,
-    pub others: Option<f64>,
 }
 
 /// `12345678` -> `"12,345,678"`.

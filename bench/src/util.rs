@@ -106,6 +106,72 @@ impl CpuMeter {
     }
 }
 
+/// The CPU meters of one measured phase, started together: the hub process (when its pid
+/// is known), this process and every core.
+pub struct PhaseMeters {
+    hub_pid: Option<u32>,
+    hub: Option<CpuMeter>,
+    client: CpuMeter,
+    cores: CoreMeter,
+}
+
+impl PhaseMeters {
+    pub fn start(hub_pid: Option<u32>) -> Self {
+        Self {
+            hub_pid,
+            hub: hub_pid.map(CpuMeter::start),
+            client: CpuMeter::start(std::process::id()),
+            cores: CoreMeter::start(),
+        }
+    }
+
+    /// CPU use since `start`.
+    pub fn finish(&self) -> CpuUse {
+        let hub = self.hub.as_ref().and_then(CpuMeter::percent);
+        let client = self.client.percent();
+        let cores_busy = self.cores.percent();
+        CpuUse {
+            hub,
+            client,
+            others: self.cores.others_percent(&[hub, client]),
+            hub_core: self
+                .hub_pid
+                .and_then(|p| CoreMeter::pinned_percent(&cores_busy, p)),
+            client_core: CoreMeter::pinned_percent(&cores_busy, std::process::id()),
+            cores_busy,
+        }
+    }
+}
+
+/// CPU use over one phase, in percent of one core.
+#[derive(Default)]
+pub struct CpuUse {
+    pub hub: Option<f64>,
+    pub client: Option<f64>,
+    pub cores_busy: Vec<f64>,
+    pub hub_core: Option<f64>,
+    pub client_core: Option<f64>,
+    pub others: Option<f64>,
+}
+
+impl CpuUse {
+    /// The JSON result fields, each key prefixed with `prefix` (`""` or `"burst_"`).
+    pub fn json_fields(&self, prefix: &str) -> serde_json::Map<String, Value> {
+        let fields = [
+            ("hub_cpu_pct", serde_json::json!(self.hub)),
+            ("client_cpu_pct", serde_json::json!(self.client)),
+            ("cores_busy_pct", serde_json::json!(self.cores_busy)),
+            ("hub_core_busy_pct", serde_json::json!(self.hub_core)),
+            ("client_core_busy_pct", serde_json::json!(self.client_core)),
+            ("other_cpu_pct", serde_json::json!(self.others)),
+        ];
+        fields
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect()
+    }
+}
+
 /// Busy and total jiffies of every CPU, from /proc/stat (`cpu0`, `cpu1`, ...).
 /// Per core: (busy, total, task) jiffies, where task = user + nice + system: time spent
 /// running processes, as opposed to interrupts.
