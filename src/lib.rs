@@ -13,19 +13,25 @@
 //! - [`state`]: `AppState`, the shared handle routes and sessions get.
 //! - [`protocol`]: the public wire contract: frames, bodies, names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
-//! - [`broker`]: offsets and delivery to every node with members (memory by default).
+//! - [`broker`]: offsets and delivery to every node with members (memory by default);
+//!   `broker::Local` is the one local-delivery path every broker calls.
+//! - [`node`]: joins and leaves kept in step with the broker (a group is watched while
+//!   it has local members), and the one publish path.
 //! - [`transport`]: warp routes, the WebSocket upgrade, one session task per connection.
 //! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
 //!
 //! # Flows
-//! - **notify**: `transport::admission` checks the backend token → `api::notify` validates → `broker.publish` assigns the offset and encodes
-//!   the frame once → `hub.deliver` queues the shared bytes on each member (a full queue
-//!   closes that member with 4100) → each `transport::session` writes its queue in batches.
+//! - **notify**: `transport::admission` checks the backend token → `api::notify` validates →
+//!   `node.publish` → `broker.publish` assigns the offset and carries the `Publication` to
+//!   every node watching the group → on each, `broker::Local::deliver` encodes the frame
+//!   once and `hub.deliver` queues the shared bytes on each member (a full queue closes
+//!   that member with 4100) → each `transport::session` writes its queue in batches.
 //! - **subscribe**: `transport::upgrade` checks the name, `transport::admission` the
 //!   origin and token (`auth::Verifier`), then the token's right to the group, shutdown
 //!   and connection limit → the session joins its personal group and the group through
-//!   `broker.subscribe` (atomically with the group's offset) → live frames until the
-//!   token's expiry (4102) unless refreshed.
+//!   `node.join` (`hub.join`; the first local member makes the node watch the group in
+//!   the broker and sync its offset) → live frames until the token's expiry (4102)
+//!   unless refreshed. The last member's `node.leave` stops the watch.
 //! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
 //!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
 //!   `--drain-timeout` passed.
@@ -38,6 +44,7 @@ pub mod broker;
 pub mod config;
 pub mod hub;
 pub mod metrics;
+pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

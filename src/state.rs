@@ -8,11 +8,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, MemoryBroker, Published};
+use crate::broker::{Broker, BrokerError, Published};
 use crate::config::Config;
-use crate::hub::{Audience, ConnId, Hub};
+use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
-use crate::protocol::{EventName, GroupName};
+use crate::node::Node;
+use crate::protocol::Publication;
 
 /// Shared state of one herald node. Cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Offsets and delivery (memory by default).
     pub broker: Arc<dyn Broker>,
+    /// Joining, leaving and publishing: the hub and the broker kept in step.
+    pub node: Arc<Node>,
     /// This node's Prometheus metrics, in its own registry.
     pub metrics: Arc<Metrics>,
     /// Checks bearer tokens; `None` when no key is configured (auth off).
@@ -42,13 +45,15 @@ impl AppState {
     /// `verifier` (built from the same config) when there is one.
     pub fn new(config: Config, verifier: Option<Verifier>) -> Self {
         let hub = Arc::new(Hub::new());
-        let broker = Arc::new(MemoryBroker::new(hub.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let node = Arc::new(Node::memory(hub.clone(), metrics.clone()));
         Self {
             connections: Arc::new(Semaphore::new(config.max_connections as usize)),
             config: Arc::new(config),
             hub,
-            broker,
-            metrics: Arc::new(Metrics::new()),
+            broker: node.broker.clone(),
+            node,
+            metrics,
             verifier: verifier.map(Arc::new),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
@@ -61,23 +66,10 @@ impl AppState {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Publishes through the broker and records the outcome (fan-out size, slow-consumer
-    /// drops, broker errors): the one publish path for `POST /notify` and client publish.
-    pub async fn publish(
-        &self,
-        group: &GroupName,
-        event: &EventName,
-        data: &serde_json::value::RawValue,
-        audience: Audience<'_>,
-    ) -> Result<Published, BrokerError> {
-        let published = self
-            .broker
-            .publish(group, event, data, audience)
-            .await
-            .inspect_err(|_| self.metrics.broker_publish_errors.inc())?;
-        self.metrics
-            .published(published.fanout.queued, published.fanout.slow);
-        Ok(published)
+    /// Publishes through the node: the one publish path for `POST /notify` and client
+    /// publish.
+    pub async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
+        self.node.publish(publication).await
     }
 
     /// WebSocket connections currently open.

@@ -5,11 +5,13 @@
 pub mod close;
 pub mod frame;
 pub mod name;
+pub mod publication;
 pub mod wire;
 
-pub use close::CloseCode;
+pub use close::{Close, CloseCode};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
+pub use publication::Publication;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -10,12 +10,14 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WireCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use warp::hyper::upgrade::Upgraded;
 
 use crate::hub::Outbound;
+use crate::protocol::Close;
 
 /// The upgraded socket, unsplit: one set of buffers per connection.
 pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -28,8 +30,8 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
 
 /// How a connection ends.
 pub(super) enum Ending {
-    /// Send this close frame, then wait briefly for the client's answer.
-    Close(CloseFrame),
+    /// Send this close, then wait briefly for the client's answer.
+    Close(Close),
     /// The client closed: answer it (tungstenite queued the echo) and finish.
     ClientClosed,
     /// The socket is gone or stuck; just drop it.
@@ -64,7 +66,7 @@ impl Connection {
 
     /// Writes the pending frames with vectored writes, stopping at a queued close (group
     /// close), which it returns. Cancel-safe: `pending` always reflects what is unwritten.
-    pub(super) async fn write_pending(&mut self) -> std::io::Result<Option<CloseFrame>> {
+    pub(super) async fn write_pending(&mut self) -> std::io::Result<Option<Close>> {
         // Anything tungstenite buffered (an automatic pong) goes first, whole.
         self.ws.flush().await.map_err(std::io::Error::other)?;
         loop {
@@ -134,12 +136,12 @@ impl Connection {
             Ending::ClientClosed => {
                 let _ = timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
             }
-            Ending::Close(frame) => {
+            Ending::Close(close) => {
                 let close = async {
                     // Complete a partly written frame, or the close frame would land inside it.
                     self.write_pending().await.map_err(|_| ())?;
                     self.ws
-                        .send(Message::Close(Some(frame)))
+                        .send(Message::Close(Some(wire_close(&close))))
                         .await
                         .map_err(|_| ())
                 };
@@ -151,5 +153,13 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// herald's close as tungstenite's frame: the one place the transport type appears.
+fn wire_close(close: &Close) -> CloseFrame {
+    CloseFrame {
+        code: WireCode::from(close.code),
+        reason: close.reason.as_ref().into(),
     }
 }

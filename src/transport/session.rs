@@ -24,10 +24,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::connection::{Connection, Ending, Socket};
 use crate::auth::Grant;
 use crate::broker::BrokerError;
-use crate::hub::{Audience, Member};
+use crate::hub::Member;
 use crate::metrics::Disconnect;
 use crate::protocol::{
-    ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, ServerFrame,
+    ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, Publication, ServerFrame,
 };
 use crate::state::AppState;
 
@@ -93,11 +93,7 @@ impl Session {
 
     /// Joins `group` (again: harmless); returns its offset at the moment of joining.
     pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
-        let offset = self
-            .state
-            .broker
-            .subscribe(&group, self.member.clone())
-            .await?;
+        let offset = self.state.node.join(&group, self.member.clone()).await?;
         self.groups.insert(group);
         Ok(offset)
     }
@@ -124,12 +120,7 @@ impl Session {
         self.member.end();
         self.state.hub.unregister(&self.member);
         for group in std::mem::take(&mut self.groups) {
-            if let Err(e) = self
-                .state
-                .broker
-                .unsubscribe(&group, self.member.id())
-                .await
-            {
+            if let Err(e) = self.state.node.leave(&group, self.member.id()).await {
                 tracing::warn!(conn = self.member.id(), %group, error = %e, "leaving group failed");
             }
         }
@@ -149,7 +140,7 @@ impl Session {
         self.leave_all().await;
         let (code, how) = match &ending {
             Ending::Close(frame) => {
-                let code = u16::from(frame.code);
+                let code = frame.code;
                 (Some(code), Disconnect::Code(code))
             }
             Ending::ClientClosed => (None, Disconnect::Client),
@@ -332,8 +323,8 @@ impl Session {
                 let name = parse_group(&group)?;
                 if self.groups.remove(&name) {
                     self.state
-                        .broker
-                        .unsubscribe(&name, self.member.id())
+                        .node
+                        .leave(&name, self.member.id())
                         .await
                         .map_err(|_| FrameError::Unavailable)?;
                 }
@@ -355,8 +346,15 @@ impl Session {
                     }
                     None => EventName::default_event(),
                 };
+                let publication = Publication {
+                    group: name,
+                    event,
+                    offset: 0,
+                    users: None,
+                    data,
+                };
                 self.state
-                    .publish(&name, &event, &data, Audience::Everyone)
+                    .publish(publication)
                     .await
                     .map_err(|_| FrameError::Unavailable)?;
                 // The publisher is a member, so the notification itself is its acknowledgement.
@@ -390,8 +388,8 @@ impl Session {
         for group in revoked {
             self.groups.remove(&group);
             self.state
-                .broker
-                .unsubscribe(&group, self.member.id())
+                .node
+                .leave(&group, self.member.id())
                 .await
                 .map_err(|_| FrameError::Unavailable)?;
             replies.push(ServerFrame::Unsubscribed {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod process;
 
 mod auth;
 mod backpressure;
@@ -9,6 +10,7 @@ mod bad_input;
 mod close;
 mod docs;
 mod limits;
+mod memory;
 mod metrics;
 mod notify;
 mod shutdown;
