@@ -8,6 +8,7 @@ import html
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from conftest import closed_with, member, next_frame
-from herald_process import free_port
+from herald_process import HeraldProcess, free_port
 
 CHATSITE = Path(__file__).parent / "chatsite"
 
@@ -69,11 +70,16 @@ class Site:
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def site(herald_auth) -> Iterator[Site]:
-    running = Site(herald_auth)
-    yield running
-    running.stop()
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    """One herald (auth on) and one chatsite for the module: starting Django takes a second."""
+    herald = HeraldProcess(jwt_secret=secrets.token_hex(32))
+    try:
+        running = Site(herald)
+        yield running
+        running.stop()
+    finally:
+        herald.stop()
 
 
 def test_a_message_posted_to_the_view_reaches_the_rooms_websocket_through_herald(site):

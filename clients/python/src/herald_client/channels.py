@@ -26,7 +26,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from channels.layers import BaseChannelLayer
+from channels.layers import BaseChannelLayer  # type: ignore[import-untyped]  # Channels ships no types
 
 from .aio import AsyncHerald
 from .exchange import DEFAULT_TIMEOUT, TokenSource
@@ -56,7 +56,7 @@ def _moved(method: str) -> SocketsMovedToHerald:
     )
 
 
-class HeraldChannelLayer(BaseChannelLayer):
+class HeraldChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # an untyped base
     """Channels layer whose ``group_send`` publishes through herald.
 
     CONFIG keys:

@@ -134,14 +134,11 @@ class BackendTokens:
     ) -> None:
         if not 0 <= renew_before < ttl:
             raise ValueError("renew_before must be at least 0 and less than ttl")
-        self._mint_args = {
-            "key": key,
-            "sub": _require_sub(sub),
-            "ttl": ttl,
-            "algorithm": algorithm,
-            "issuer": issuer,
-            "audience": audience,
-        }
+        self._key = key
+        self._sub = _require_sub(sub)
+        self._algorithm = algorithm
+        self._issuer = issuer
+        self._audience = audience
         self._ttl = ttl
         self._renew_before = renew_before
         self._clock = clock
@@ -154,6 +151,14 @@ class BackendTokens:
         with self._lock:
             now = self._clock()
             if self._token is None or now >= self._renew_at:
-                self._token = backend_token(now=now, **self._mint_args)
+                self._token = backend_token(
+                    self._key,
+                    sub=self._sub,
+                    ttl=self._ttl,
+                    algorithm=self._algorithm,
+                    issuer=self._issuer,
+                    audience=self._audience,
+                    now=now,
+                )
                 self._renew_at = now + self._ttl - self._renew_before
             return self._token
