@@ -3,6 +3,7 @@ and none of them is retried."""
 
 from __future__ import annotations
 
+import pickle
 import time
 
 import pytest
@@ -115,11 +116,14 @@ def test_body_over_max_body_is_payload_too_large_and_nothing_is_delivered(herald
     assert _requests(herald) == 1
 
 
-def test_every_api_error_is_a_herald_api_error_with_a_readable_str(herald, make_client):
+def test_every_api_error_is_a_herald_api_error_with_a_readable_str_that_pickles(herald, make_client):
     client = make_client(herald.url)
     with pytest.raises(HeraldAPIError) as raised:
         client.notify("bad group!", data=1)
     assert str(raised.value).startswith("400 invalid_group: ")
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert type(copy) is BadRequestError
+    assert (copy.status, copy.code, copy.request_id, str(copy)) == (400, "invalid_group", raised.value.request_id, str(raised.value))
 
 
 def test_notify_needs_exactly_one_of_group_and_groups(herald, make_client):

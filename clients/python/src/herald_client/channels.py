@@ -192,4 +192,7 @@ class HeraldChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # an untyped 
                 loop.run_until_complete(client.aclose())
             original_close()
 
-        loop.close = close  # type: ignore[method-assign]
+        try:
+            loop.close = close  # type: ignore[method-assign]
+        except AttributeError:
+            pass  # a loop type without instance attributes: the sockets go with the client object

@@ -52,6 +52,10 @@ class HeraldAPIError(HeraldError):
         self.retry_after = retry_after
         super().__init__(f"{status} {code or 'error'}: {message}")
 
+    def __reduce__(self) -> tuple[type[HeraldAPIError], tuple[int, str | None, str, str | None, float | None]]:
+        # Survive pickling (task queues, multiprocessing), which rebuilds from these args.
+        return (type(self), (self.status, self.code, self.message, self.request_id, self.retry_after))
+
 
 class BadRequestError(HeraldAPIError):
     """400: a bad name, field, close code, query... ``code`` says which."""
