@@ -13,8 +13,9 @@
 //! - [`state`]: `AppState`, the shared handle routes and sessions get.
 //! - [`protocol`]: the public wire contract: frames, bodies, names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
-//! - [`broker`]: offsets and delivery to every node with members (memory by default);
-//!   `broker::Local` is the one local-delivery path every broker calls.
+//! - [`broker`]: offsets, epochs, history and delivery to every node with members (memory
+//!   by default); `broker::Local` is the one local-delivery path every broker calls;
+//!   `broker::history` decides what a resuming client gets.
 //! - [`node`]: joins and leaves kept in step with the broker (a group is watched while
 //!   it has local members), and the one publish path.
 //! - [`transport`]: warp routes, the WebSocket upgrade, one session task per connection.
@@ -32,6 +33,10 @@
 //!   `node.join` (`hub.join`; the first local member makes the node watch the group in
 //!   the broker and sync its offset) → live frames until the token's expiry (4102)
 //!   unless refreshed. The last member's `node.leave` stops the watch.
+//! - **resume** (`?since=&epoch=` or a subscribe frame with them): `transport::resume` →
+//!   `node.resume` joins first (live frames queue up), reads the broker's history after,
+//!   `broker::history::replay` keeps what precedes the join → `subscribed` and the
+//!   replay are put in front of the member's queue.
 //! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
 //!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
 //!   `--drain-timeout` passed.

@@ -46,7 +46,7 @@ impl AppState {
     pub fn new(config: Config, verifier: Option<Verifier>) -> Self {
         let hub = Arc::new(Hub::new());
         let metrics = Arc::new(Metrics::new());
-        let node = Arc::new(Node::memory(hub.clone(), metrics.clone()));
+        let node = Arc::new(Node::memory(hub.clone(), metrics.clone(), config.history()));
         Self {
             connections: Arc::new(Semaphore::new(config.max_connections as usize)),
             config: Arc::new(config),

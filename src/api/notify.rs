@@ -35,6 +35,7 @@ pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
             group: group.clone(),
             event: event.clone(),
             offset: 0,
+            epoch: Default::default(),
             users: users.clone(),
             data: req.data.clone(),
         };

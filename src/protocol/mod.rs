@@ -3,12 +3,14 @@
 //! Change a field here and change `openapi.yaml` and the README in the same commit.
 
 pub mod close;
+pub mod epoch;
 pub mod frame;
 pub mod name;
 pub mod publication;
 pub mod wire;
 
 pub use close::{Close, CloseCode};
+pub use epoch::{Epoch, InvalidEpoch, Position, Resume};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
 pub use publication::Publication;
@@ -108,10 +110,11 @@ pub fn encode_notify(
     group: &GroupName,
     event: &EventName,
     offset: Offset,
+    epoch: &Epoch,
     data: &RawValue,
 ) -> Bytes {
     let data = data.get();
-    let hint = 64 + group.as_str().len() + event.as_str().len() + data.len();
+    let hint = 80 + group.as_str().len() + event.as_str().len() + data.len();
     wire::text_frame(hint, |out| {
         out.extend_from_slice(br#"{"type":"notify","group":""#);
         out.extend_from_slice(group.as_str().as_bytes());
@@ -119,7 +122,9 @@ pub fn encode_notify(
         out.extend_from_slice(event.as_str().as_bytes());
         out.extend_from_slice(br#"","offset":"#);
         out.extend_from_slice(offset.to_string().as_bytes());
-        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(br#","epoch":""#);
+        out.extend_from_slice(epoch.as_str().as_bytes());
+        out.extend_from_slice(br#"","data":"#);
         out.extend_from_slice(data.as_bytes());
         out.push(b'}');
     })
@@ -136,13 +141,13 @@ mod tests {
             &GroupName::parse("room:1").unwrap(),
             &EventName::parse("chat.message").unwrap(),
             17,
+            &Epoch::parse("e1").unwrap(),
             &data,
         );
-        // Skip the 2-byte header of this short frame.
-        let v: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&wire::text_payload(&frame)).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"data":{"text":"hi","n":[1,2]}})
+            serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"epoch":"e1","data":{"text":"hi","n":[1,2]}})
         );
     }
 

@@ -34,6 +34,20 @@ pub fn text_frame(payload_hint: usize, write_payload: impl FnOnce(&mut Vec<u8>))
     Bytes::from(buf).slice(start..)
 }
 
+/// The payload of a frame [`text_frame`] built (the JSON text without the header), shared
+/// rather than copied. Used where a stored frame is served over HTTP.
+pub fn text_payload(frame: &Bytes) -> Bytes {
+    // Server frames are unmasked, so the header is 2, 4 or 10 bytes after the payload
+    // length class (RFC 6455 §5.2): 7-bit length, 126 + 16-bit, or 127 + 64-bit.
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return Bytes::new(),
+    };
+    frame.slice(header.min(frame.len())..)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +61,7 @@ mod tests {
         assert_eq!(header.opcode, OpCode::Data(Data::Text));
         assert_eq!(len as usize, payload.len());
         assert_eq!(&frame[cursor.position() as usize..], payload.as_bytes());
+        assert_eq!(&text_payload(&frame)[..], payload.as_bytes());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod admission;
 mod connection;
 mod observe;
+mod resume;
 mod routes;
 mod session;
 mod upgrade;

@@ -9,7 +9,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::observe::observe;
-use super::{admission, upgrade};
+use super::{admission, resume, upgrade};
 use crate::api::{self, body::json_body, error::handle_rejection, ApiError};
 use crate::protocol::GroupName;
 use crate::state::AppState;
@@ -34,12 +34,20 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let ws_group = warp::path!("ws" / String)
         .and(warp::get())
         .and_then(group_param)
+        .and(resume::query())
         .and(with_state.clone())
         .and(upgrade::handshake())
         .and(client.clone())
         .and(warp::addr::remote())
-        .and_then(|group, state, hs, admission, remote| {
-            respond(upgrade::accept(state, Some(group), hs, admission, remote))
+        .and_then(|group, from, state, hs, admission, remote| {
+            respond(upgrade::accept(
+                state,
+                Some(group),
+                from,
+                hs,
+                admission,
+                remote,
+            ))
         });
     let ws = warp::path!("ws")
         .and(warp::get())
@@ -48,7 +56,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(client)
         .and(warp::addr::remote())
         .and_then(|state, hs, admission, remote| {
-            respond(upgrade::accept(state, None, hs, admission, remote))
+            respond(upgrade::accept(state, None, None, hs, admission, remote))
         });
 
     let notify = warp::path!("notify")
@@ -70,6 +78,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state.clone())
         .and(query::<api::groups::ListQuery>())
         .and_then(|g, state, q| respond(api::groups::get(g, state, q)));
+    let group_history = warp::path!("groups" / String / "history")
+        .and(warp::get())
+        .and_then(group_param)
+        .and(backend.clone())
+        .and(with_state.clone())
+        .and(query::<api::history::HistoryQuery>())
+        .and_then(|g, state, q| respond(api::history::get(g, state, q)));
     let close_group = warp::path!("groups" / String / "close")
         .and(warp::post())
         .and_then(group_param)
@@ -108,6 +123,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(list_groups)
         .unify()
         .or(get_group)
+        .unify()
+        .or(group_history)
         .unify()
         .or(close_group)
         .unify()
@@ -204,6 +221,7 @@ fn route(path: &str, serves: Serves) -> Option<(&'static str, &'static str)> {
         [Some("groups"), None, ..] => ("/groups", "GET"),
         [Some("groups"), Some(_), None, _] => ("/groups/{group}", "GET"),
         [Some("groups"), Some(_), Some("close"), None] => ("/groups/{group}/close", "POST"),
+        [Some("groups"), Some(_), Some("history"), None] => ("/groups/{group}/history", "GET"),
         [Some("users"), Some(_), Some("close"), None] => ("/users/{user}/close", "POST"),
         [Some("healthz"), None, ..] => ("/healthz", "GET"),
         [Some("readyz"), None, ..] => ("/readyz", "GET"),

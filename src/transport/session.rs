@@ -22,12 +22,14 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::connection::{Connection, Ending, Socket};
+use super::resume;
 use crate::auth::Grant;
 use crate::broker::BrokerError;
 use crate::hub::Member;
 use crate::metrics::Disconnect;
 use crate::protocol::{
-    ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, Publication, ServerFrame,
+    ClientFrame, CloseCode, EventName, FrameError, GroupName, Position, Publication, Resume,
+    ServerFrame,
 };
 use crate::state::AppState;
 
@@ -91,11 +93,19 @@ impl Session {
         self.grant.as_ref().map(Grant::exp)
     }
 
-    /// Joins `group` (again: harmless); returns its offset at the moment of joining.
-    pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
-        let offset = self.state.node.join(&group, self.member.clone()).await?;
+    /// Joins `group` (again: harmless); returns its position at the moment of joining.
+    pub async fn join(&mut self, group: GroupName) -> Result<Position, BrokerError> {
+        let position = self.state.node.join(&group, self.member.clone()).await?;
         self.groups.insert(group);
-        Ok(offset)
+        Ok(position)
+    }
+
+    /// Joins `group` resuming from `from`: `subscribed` and what was missed are queued
+    /// ahead of live notifications (see `transport::resume`).
+    pub async fn resume(&mut self, group: GroupName, from: &Resume) -> Result<(), BrokerError> {
+        resume::join(&self.state, &self.member, &group, from).await?;
+        self.groups.insert(group);
+        Ok(())
     }
 
     /// Joins the user's personal group, if there is one.
@@ -301,23 +311,40 @@ impl Session {
         self.state.metrics.client_frame(frame.as_ref().ok());
         let reply = match frame? {
             ClientFrame::Ping => ServerFrame::Pong,
-            ClientFrame::Subscribe { group } => {
+            ClientFrame::Subscribe {
+                group,
+                since,
+                epoch,
+            } => {
                 let name = parse_group(&group)?;
                 self.check(&name, false)?;
-                let offset = if self.groups.contains(&name) {
-                    self.state
-                        .broker
-                        .offset(&name)
-                        .await
-                        .map_err(|_| FrameError::Unavailable)?
+                let from = resume::from_frame(since, epoch)?;
+                // Already a member: live delivery never stopped, so nothing is replayed.
+                let (position, recovered) = if self.groups.contains(&name) {
+                    let position = self.state.broker.position(&name).await;
+                    let position = position.map_err(|_| FrameError::Unavailable)?;
+                    (position, from.map(|_| false))
                 } else {
                     let max = self.state.config.max_subscriptions as usize;
                     if self.groups.len() >= max {
                         return Err(FrameError::TooManySubscriptions(max));
                     }
-                    self.join(name).await.map_err(|_| FrameError::Unavailable)?
+                    if let Some(from) = from {
+                        // `subscribed` is queued ahead of the replay, not sent from here.
+                        self.resume(name, &from)
+                            .await
+                            .map_err(|_| FrameError::Unavailable)?;
+                        return Ok(Vec::new());
+                    }
+                    let position = self.join(name).await;
+                    (position.map_err(|_| FrameError::Unavailable)?, None)
                 };
-                ServerFrame::Subscribed { group, offset }
+                ServerFrame::Subscribed {
+                    group,
+                    offset: position.offset,
+                    epoch: position.epoch,
+                    recovered,
+                }
             }
             ClientFrame::Unsubscribe { group } => {
                 let name = parse_group(&group)?;
@@ -350,6 +377,7 @@ impl Session {
                     group: name,
                     event,
                     offset: 0,
+                    epoch: Default::default(),
                     users: None,
                     data,
                 };

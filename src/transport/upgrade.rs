@@ -24,7 +24,7 @@ use crate::api::ApiError;
 use crate::auth::Grant;
 use crate::hub::Member;
 use crate::metrics::RejectReason;
-use crate::protocol::GroupName;
+use crate::protocol::{GroupName, Resume};
 use crate::state::AppState;
 
 /// Bytes tungstenite reads from the socket at a time, allocated for every connection.
@@ -92,10 +92,12 @@ fn check_handshake(
 /// Admits a connection: the token's right to the path's group (403), shutdown and
 /// connection-limit checks, then joins the personal group and the path's group *before*
 /// answering 101, so a notify sent as soon as the client sees the 101 already reaches it.
+/// With `resume` (`?since=`), `subscribed` and the missed notifications are queued first.
 /// The session task takes over once hyper hands over the socket.
 pub async fn accept(
     state: AppState,
     group: Option<GroupName>,
+    resume: Option<Resume>,
     hs: Handshake,
     admission: Admission,
     remote: Option<SocketAddr>,
@@ -145,9 +147,10 @@ pub async fn accept(
     let mut session = Session::new(state.clone(), member, permit, remote, grant);
     let joined = async {
         session.join_personal().await?;
-        match group {
-            Some(group) => session.join(group).await.map(drop),
-            None => Ok(()),
+        match (group, resume) {
+            (Some(group), Some(from)) => session.resume(group, &from).await,
+            (Some(group), None) => session.join(group).await.map(drop),
+            (None, _) => Ok(()),
         }
     }
     .await;
