@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::broker::{Broker, BrokerError, Local, MemoryBroker, Published};
+use crate::broker::{
+    Broker, BrokerError, Local, MemoryBroker, Published, RedisBroker, RedisSettings,
+};
 use crate::hub::{ConnId, Hub, Joined, Member};
 use crate::metrics::Metrics;
 use crate::protocol::{GroupName, Offset, Publication};
@@ -23,6 +25,13 @@ impl Node {
     pub fn memory(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
         let local = Arc::new(Local::new(hub, metrics.clone()));
         let broker = Arc::new(MemoryBroker::new(local.clone()));
+        Self::new(local, broker, metrics)
+    }
+
+    /// A node sharing groups with other nodes through Redis.
+    pub fn redis(hub: Arc<Hub>, metrics: Arc<Metrics>, settings: RedisSettings) -> Self {
+        let local = Arc::new(Local::new(hub, metrics.clone()));
+        let broker = Arc::new(RedisBroker::start(settings, local.clone(), metrics.clone()));
         Self::new(local, broker, metrics)
     }
 

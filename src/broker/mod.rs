@@ -19,9 +19,11 @@
 
 mod local;
 mod memory;
+pub mod redis;
 
 pub use local::Local;
 pub use memory::MemoryBroker;
+pub use redis::{RedisBroker, RedisSettings};
 
 use async_trait::async_trait;
 

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod process;
+mod redis_server;
 
 mod auth;
 mod backpressure;
@@ -13,5 +14,6 @@ mod limits;
 mod memory;
 mod metrics;
 mod notify;
+mod redis;
 mod shutdown;
 mod subscribe;
