@@ -15,5 +15,6 @@ mod memory;
 mod metrics;
 mod notify;
 mod redis;
+mod redis_cluster;
 mod shutdown;
 mod subscribe;
