@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::broker::history::{self, HistorySettings, Recovery};
-use crate::broker::{Broker, BrokerError, Local, MemoryBroker, Published};
+use crate::broker::{
+    Broker, BrokerError, Local, MemoryBroker, Published, RedisBroker, RedisSettings,
+};
 use crate::hub::{ConnId, Hub, Joined, Member};
 use crate::metrics::Metrics;
 use crate::protocol::{Epoch, GroupName, Offset, Position, Publication};
@@ -24,6 +26,13 @@ impl Node {
     pub fn memory(hub: Arc<Hub>, metrics: Arc<Metrics>, history: HistorySettings) -> Self {
         let local = Arc::new(Local::new(hub, metrics.clone()));
         let broker = MemoryBroker::new(local.clone(), history);
+        Self::new(local, broker, metrics)
+    }
+
+    /// A node sharing groups with other nodes through Redis.
+    pub fn redis(hub: Arc<Hub>, metrics: Arc<Metrics>, settings: RedisSettings) -> Self {
+        let local = Arc::new(Local::new(hub, metrics.clone()));
+        let broker = Arc::new(RedisBroker::start(settings, local.clone(), metrics.clone()));
         Self::new(local, broker, metrics)
     }
 

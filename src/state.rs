@@ -41,12 +41,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a node with the embedded in-memory broker, checking tokens with
-    /// `verifier` (built from the same config) when there is one.
+    /// State for a node on the broker the config selects (the embedded in-memory one, or
+    /// Redis with `--redis-url`), checking tokens with `verifier` (built from the same
+    /// config) when there is one. Must run inside the tokio runtime: the Redis broker
+    /// connects in the background.
     pub fn new(config: Config, verifier: Option<Verifier>) -> Self {
         let hub = Arc::new(Hub::new());
         let metrics = Arc::new(Metrics::new());
-        let node = Arc::new(Node::memory(hub.clone(), metrics.clone(), config.history()));
+        let node = Arc::new(match &config.redis_url {
+            None => Node::memory(hub.clone(), metrics.clone(), config.history()),
+            Some(url) => Node::redis(hub.clone(), metrics.clone(), redis_settings(&config, url)),
+        });
         Self {
             connections: Arc::new(Semaphore::new(config.max_connections as usize)),
             config: Arc::new(config),
@@ -75,5 +80,20 @@ impl AppState {
     /// WebSocket connections currently open.
     pub fn connections_open(&self) -> usize {
         self.config.max_connections as usize - self.connections.available_permits()
+    }
+}
+
+fn redis_settings(config: &Config, url: &crate::config::Secret) -> crate::broker::RedisSettings {
+    let urls = url
+        .expose()
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    crate::broker::RedisSettings {
+        target: crate::broker::redis::Target::new(urls, config.redis_cluster),
+        prefix: config.redis_prefix.clone(),
+        node_ttl: config.redis_node_ttl,
+        history: config.history(),
     }
 }

@@ -20,10 +20,12 @@
 pub mod history;
 mod local;
 mod memory;
+pub mod redis;
 
 pub use history::{HistoryRead, HistorySettings, Recovery};
 pub use local::Local;
 pub use memory::MemoryBroker;
+pub use redis::{RedisBroker, RedisSettings};
 
 use async_trait::async_trait;
 
@@ -86,7 +88,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn position(&self, group: &GroupName) -> Result<Position, BrokerError>;
 
     /// Up to `limit` notifications after `since` from the group's history, oldest
-    /// first, with the group's position and the oldest offset kept. Creates nothing.
+    /// first, with the group's position and the oldest offset kept. Keeps nothing new.
     async fn history(
         &self,
         group: &GroupName,

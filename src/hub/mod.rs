@@ -236,6 +236,21 @@ impl Hub {
         users.into_iter().take(limit).cloned().collect()
     }
 
+    /// Every group with local members, its member count and up to `users_limit` of its
+    /// distinct users (what a node tells the others, for cluster-wide counts).
+    pub fn snapshot(&self, users_limit: usize) -> Vec<(GroupName, usize, Vec<UserId>)> {
+        let mut all = Vec::new();
+        for shard in self.groups.each() {
+            for (name, entry) in shard.iter() {
+                let users: BTreeSet<&UserId> =
+                    entry.members.values().filter_map(Member::user).collect();
+                let users = users.into_iter().take(users_limit).cloned().collect();
+                all.push((name.clone(), entry.members.len(), users));
+            }
+        }
+        all
+    }
+
     /// Up to `limit` groups with local members, sorted by name, with their member counts,
     /// and the total number of such groups.
     pub fn groups(&self, limit: usize) -> (Vec<(GroupName, usize)>, usize) {

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod process;
+mod redis_server;
 
 mod auth;
 mod backpressure;
@@ -15,6 +16,9 @@ mod limits;
 mod memory;
 mod metrics;
 mod notify;
+mod redis;
+mod redis_cluster;
+mod redis_history;
 mod resume_seam;
 mod shutdown;
 mod subscribe;
