@@ -87,6 +87,24 @@ pub async fn join(
     Ok(())
 }
 
+/// Queues `subscribed` with `recovered:false` for a group `member` is already in, after
+/// what is queued: those frames are at or before the position it reports.
+pub async fn already_member(
+    state: &AppState,
+    member: &Member,
+    group: &GroupName,
+) -> Result<(), BrokerError> {
+    let position = state.broker.position(group).await?;
+    let subscribed = ServerFrame::Subscribed {
+        group: group.to_string(),
+        offset: position.offset,
+        epoch: position.epoch,
+        recovered: Some(false),
+    };
+    member.try_deliver(&subscribed.to_wire());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

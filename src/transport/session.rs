@@ -103,6 +103,12 @@ impl Session {
     /// Joins `group` resuming from `from`: `subscribed` and what was missed are queued
     /// ahead of live notifications (see `transport::resume`).
     pub async fn resume(&mut self, group: GroupName, from: &Resume) -> Result<(), BrokerError> {
+        if self.groups.contains(&group) {
+            // Already a member (the path's group is the personal group): live delivery
+            // never stopped, so nothing is replayed, as for a subscribe frame.
+            resume::already_member(&self.state, &self.member, &group).await?;
+            return Ok(());
+        }
         resume::join(&self.state, &self.member, &group, from).await?;
         self.groups.insert(group);
         Ok(())

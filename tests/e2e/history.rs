@@ -256,3 +256,18 @@ async fn a_memory_broker_restart_changes_the_epoch_and_resumes_are_not_recovered
         (&json!(2), &reply["epoch"])
     );
 }
+
+#[tokio::test]
+async fn resuming_a_group_the_connection_is_already_in_replays_nothing_twice() {
+    let app = spawn_auth_app(|_| {}).await;
+    app.notify_ok("user:ana", "e", json!(1)).await;
+    // The path's group is also the personal group, joined first.
+    let token = user_token("ana", &[]);
+    let mut ws = app.ws_as("/ws/user:ana?since=0&epoch=any", &token).await;
+    let reply = ws.recv_json().await;
+    assert_eq!((&reply["type"], &reply["offset"]), (&json!("subscribed"), &json!(1)));
+    assert_eq!(reply["recovered"], false);
+    app.notify_ok("user:ana", "e", json!(2)).await;
+    expect_offsets(&mut ws, 2..=2).await;
+    ws.expect_silence(Duration::from_millis(150)).await;
+}
