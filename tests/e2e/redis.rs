@@ -353,7 +353,8 @@ async fn a_node_subscribes_only_to_groups_it_serves_and_leaves_with_the_last_mem
     assert_eq!(channels(&redis), ["herald:{nodes}:control"]);
 }
 
-#[tokio::test]
+// Two workers: both nodes, 4,000 clients and the publishers share this test's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_with_2000_members_each_get_500_notifications_without_loss() {
     if !available("redis fan-out at size") {
         return;
