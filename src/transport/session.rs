@@ -67,6 +67,19 @@ impl Session {
         }
     }
 
+    /// The span the connection's task runs in: its id, user and peer address.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "conn",
+            conn = self.member.id(),
+            user = self
+                .grant
+                .as_ref()
+                .map(|g| tracing::field::display(g.user())),
+            remote = self.remote.map(tracing::field::display),
+        )
+    }
+
     /// Whether the token (if any) allows joining, or publishing to, `group`.
     fn check(&self, group: &GroupName, publish: bool) -> Result<(), FrameError> {
         let Some(grant) = &self.grant else {
