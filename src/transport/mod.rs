@@ -2,6 +2,7 @@
 //! connection. All socket I/O lives here.
 
 mod admission;
+mod commands;
 mod connection;
 mod observe;
 mod routes;
