@@ -238,6 +238,15 @@ async fn counts_cover_every_node_and_a_killed_node_drops_out_after_its_ttl() {
         &["--redis-url", &redis.url(), "--redis-node-ttl", "2s"],
         &[],
     );
+    // It listens at once but serves groups only once Redis answers.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reqwest::get(other.url("/readyz")).await.unwrap().status() != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the process node never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut held = Vec::new();
     for _ in 0..3 {
         let (ws, _) = tokio_tungstenite::connect_async(other.ws_url("/ws/count"))
