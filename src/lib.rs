@@ -3,36 +3,44 @@
 //! Channels `group_add` / `group_send` model as a standalone service.
 //!
 //! # Layout
-//! - [`config`]: the one `Config` (CLI flags and `HERALD_*` variables).
-//! - [`auth`]: token verification (`Verifier`, `Claims`) and the pure pattern, scope and
-//!   origin checks.
+//! - [`config`]: the one `Config` (CLI flags and `HERALD_*` variables) and the types its
+//!   flags parse into (`OriginPattern`).
+//! - [`auth`]: token verification (`Verifier`, `Claims`, `Grant`) and the pure pattern,
+//!   scope and origin checks.
 //! - [`telemetry`]: log setup.
 //! - [`metrics`]: the Prometheus metrics, one `Metrics` struct of typed handles.
 //! - [`server`]: binds the listener, runs until a shutdown signal, drains.
 //! - [`shutdown`]: the SIGTERM/SIGINT trigger.
-//! - [`state`]: `AppState`, the shared handle routes and sessions get.
-//! - [`protocol`]: the public wire contract: frames, bodies, names, close codes.
+//! - [`state`]: `AppState`, the one shared handle (a single `Arc`) routes and sessions
+//!   get, and `AppState::publish`, the one publish path.
+//! - [`protocol`]: the public wire contract: frames and their encoding (`wire`), HTTP
+//!   bodies (`http`), names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
 //! - [`broker`]: offsets, epochs, history and delivery to every node with members (memory
 //!   by default); `broker::Local` is the one local-delivery path every broker calls;
 //!   `broker::history` decides what a resuming client gets.
 //! - [`node`]: joins and leaves kept in step with the broker (a group is watched while
-//!   it has local members), and the one publish path.
-//! - [`transport`]: warp routes, the WebSocket upgrade, one session task per connection.
+//!   it has local members).
+//! - [`transport`]: warp routes (one table), admission, the WebSocket upgrade, one
+//!   session task per connection and the client commands it runs.
 //! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
 //!
 //! # Flows
-//! - **notify**: `transport::admission` checks the backend token → `api::notify` validates →
-//!   `node.publish` → `broker.publish` assigns the offset and carries the `Publication` to
-//!   every node watching the group → on each, `broker::Local::deliver` encodes the frame
-//!   once and `hub.deliver` queues the shared bytes on each member (a full queue closes
-//!   that member with 4100) → each `transport::session` writes its queue in batches.
-//! - **subscribe**: `transport::upgrade` checks the name, `transport::admission` the
-//!   origin and token (`auth::Verifier`), then the token's right to the group, shutdown
-//!   and connection limit → the session joins its personal group and the group through
-//!   `node.join` (`hub.join`; the first local member makes the node watch the group in
-//!   the broker and sync its offset) → live frames until the token's expiry (4102)
-//!   unless refreshed. The last member's `node.leave` stops the watch.
+//! - **notify**: `transport::routes` matches `POST /notify` → `transport::admission`
+//!   checks the backend token → `api::notify` validates → `AppState::publish` →
+//!   `node.publish` → `broker.publish` assigns the offset and carries the `Publication`
+//!   to every node watching the group → on each, `broker::Local::deliver` encodes the
+//!   frame once (`protocol::wire::encode_notify`) and `hub.deliver` queues the shared
+//!   bytes on each member (a full queue closes that member with 4100) → each
+//!   `transport::session` writes its queue in batches with vectored writes.
+//! - **subscribe**: `transport::routes` checks the name in the path,
+//!   `transport::admission` the origin and token (`auth::Verifier`), then the token's
+//!   right to the group, shutdown and connection limit → `transport::upgrade` opens the
+//!   session, which joins its personal group and the group through `node.join` before
+//!   answering 101 (`hub.join`; the first local member makes the node watch the group in
+//!   the broker and sync its offset) → `transport::commands` handles the client's frames
+//!   → live frames until the token's expiry (4102) unless refreshed. The last member's
+//!   `node.leave` stops the watch.
 //! - **resume** (`?since=&epoch=` or a subscribe frame with them): `transport::resume` →
 //!   `node.resume` joins first (live frames queue up), reads the broker's history after,
 //!   `broker::history::replay` keeps what precedes the join → `subscribed` and the

@@ -7,11 +7,13 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::cpu::PhaseMeters;
 use crate::fanout::{group_names, tally};
+use crate::latency::latency_json;
 use crate::publish::{self, PublishConfig};
-use crate::report::{latency_row, thousands, Report};
+use crate::report::{latency_row, round3, thousands, Report};
 use crate::subs::{SubConfig, Subscribers, WaitEnd};
-use crate::util::{latency_json, round3, PhaseMeters, Target};
+use crate::target::Target;
 use crate::{Common, ConnectOpts};
 
 #[derive(clap::Args, Debug, Clone)]

@@ -38,6 +38,14 @@ pub(super) enum Ending {
     Drop,
 }
 
+/// What one [`Connection::write_pending`] did.
+pub(super) struct Written {
+    /// Notification frames written whole.
+    pub(super) frames: usize,
+    /// The close queued after them (a group or user close), now due.
+    pub(super) close: Option<Close>,
+}
+
 /// The socket, what is being written to it, and heartbeat bookkeeping.
 pub(super) struct Connection {
     pub(super) ws: Socket,
@@ -66,7 +74,8 @@ impl Connection {
 
     /// Writes the pending frames with vectored writes, stopping at a queued close (group
     /// close), which it returns. Cancel-safe: `pending` always reflects what is unwritten.
-    pub(super) async fn write_pending(&mut self) -> std::io::Result<Option<Close>> {
+    pub(super) async fn write_pending(&mut self) -> std::io::Result<Written> {
+        let before = self.pending.len();
         // Anything tungstenite buffered (an automatic pong) goes first, whole.
         self.ws.flush().await.map_err(std::io::Error::other)?;
         loop {
@@ -89,10 +98,13 @@ impl Connection {
             self.advance(written);
         }
         self.ws.get_mut().flush().await?;
-        Ok(match self.pending.pop_front() {
+        let close = match self.pending.pop_front() {
             Some(Outbound::Close(frame)) => Some(frame),
             _ => None,
-        })
+        };
+        // Everything that left `pending` was written, except a close popped just now.
+        let frames = before - self.pending.len() - usize::from(close.is_some());
+        Ok(Written { frames, close })
     }
 
     /// Drops the first `written` bytes of the frames at the front of `pending`.
@@ -137,7 +149,7 @@ impl Connection {
                 let _ = timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
             }
             Ending::Close(close) => {
-                let close = async {
+                let sent = async {
                     // Complete a partly written frame, or the close frame would land inside it.
                     self.write_pending().await.map_err(|_| ())?;
                     self.ws
@@ -145,7 +157,7 @@ impl Connection {
                         .await
                         .map_err(|_| ())
                 };
-                if matches!(timeout(write_limit, close).await, Ok(Ok(()))) {
+                if matches!(timeout(write_limit, sent).await, Ok(Ok(()))) {
                     let _ = timeout(CLOSE_HANDSHAKE, async {
                         while let Some(Ok(_)) = self.ws.next().await {}
                     })

@@ -265,7 +265,10 @@ async fn resuming_a_group_the_connection_is_already_in_replays_nothing_twice() {
     let token = user_token("ana", &[]);
     let mut ws = app.ws_as("/ws/user:ana?since=0&epoch=any", &token).await;
     let reply = ws.recv_json().await;
-    assert_eq!((&reply["type"], &reply["offset"]), (&json!("subscribed"), &json!(1)));
+    assert_eq!(
+        (&reply["type"], &reply["offset"]),
+        (&json!("subscribed"), &json!(1))
+    );
     assert_eq!(reply["recovered"], false);
     app.notify_ok("user:ana", "e", json!(2)).await;
     expect_offsets(&mut ws, 2..=2).await;

@@ -245,12 +245,12 @@ async fn counts_cover_every_node_and_a_killed_node_drops_out_after_its_ttl() {
         &["--redis-url", &redis.url(), "--redis-node-ttl", "2s"],
         &[],
     );
-    // The process listens before its Redis connections are up: wait until it is ready.
+    // It listens at once but serves groups only once Redis answers.
     let deadline = tokio::time::Instant::now() + WAIT;
     while reqwest::get(other.url("/readyz")).await.unwrap().status() != 200 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the node never became ready"
+            "the process node never became ready"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -369,7 +369,8 @@ async fn a_node_subscribes_only_to_groups_it_serves_and_leaves_with_the_last_mem
     assert_eq!(channels(&redis), ["herald:{nodes}:control"]);
 }
 
-#[tokio::test]
+// Two workers: both nodes, 4,000 clients and the publishers share this test's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_with_2000_members_each_get_500_notifications_without_loss() {
     if !available("redis fan-out at size") {
         return;

@@ -12,8 +12,11 @@ use redis::{
     Value,
 };
 
-/// How long connecting and each command may take before herald treats Redis as down.
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take before herald treats Redis as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one command may take. Generous: a busy node (a large fan-out on the same
+/// cores) must not mistake its own slowness for Redis being down.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where Redis is: one server, or the seed nodes of a Cluster.
 #[derive(Debug, Clone)]
@@ -44,8 +47,8 @@ impl Target {
         if self.cluster {
             let mut builder = ClusterClientBuilder::new(self.urls.clone())
                 .use_protocol(ProtocolVersion::RESP3)
-                .connection_timeout(TIMEOUT)
-                .response_timeout(TIMEOUT)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
                 .retries(1);
             if let Some(push) = on_push {
                 builder = builder.push_sender(move |info| {
@@ -64,8 +67,8 @@ impl Target {
             .set_protocol(ProtocolVersion::RESP3);
         let client = Client::open(info.set_redis_settings(settings))?;
         let mut config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
         if let Some(push) = on_push {
             config = config.set_push_sender(move |info| {
                 push(info);

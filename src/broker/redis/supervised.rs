@@ -21,6 +21,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often an idle link is pinged, so a silently dead one is noticed.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
+/// Unanswered health checks in a row after which the link counts as dead.
+const SLOW_PINGS: u32 = 2;
 
 /// What a connection does with the pub/sub messages it receives.
 pub type OnMessage = Arc<dyn Fn(PushKind, &[redis::Value]) + Send + Sync>;
@@ -79,9 +81,10 @@ impl Supervised {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Reports a failure seen by a caller; the supervisor reconnects.
+    /// Reports a failure seen by a caller; the supervisor reconnects when it means the
+    /// connection is gone (a slow reply alone does not: the health check decides).
     pub fn report(&self, error: &redis::RedisError) {
-        if error.is_unrecoverable_error() || error.is_timeout() || error.is_io_error() {
+        if error.is_unrecoverable_error() || error.is_connection_dropped() {
             self.broken.notify_one();
         }
     }
@@ -143,14 +146,18 @@ impl Supervised {
             connected_before = true;
             backoff = MIN_BACKOFF;
             self.up.store(true, Ordering::Release);
-            // Up until a disconnection, a failed command or a failed health check.
+            // Up until a disconnection, a dropped connection or failed health checks
+            // (a refused PING, or [`SLOW_PINGS`] unanswered in a row).
+            let mut slow = 0;
             loop {
                 tokio::select! {
                     () = self.broken.notified() => break,
                     () = tokio::time::sleep(HEALTH_CHECK) => {
                         let ping: redis::RedisResult<String> = link.query(&redis::cmd("PING")).await;
-                        if ping.is_err() {
-                            break;
+                        match ping {
+                            Ok(_) => slow = 0,
+                            Err(e) if e.is_timeout() && slow + 1 < SLOW_PINGS => slow += 1,
+                            Err(_) => break,
                         }
                     }
                 }
