@@ -3,10 +3,12 @@
 
 mod admission;
 mod connection;
+mod http;
 mod observe;
 mod routes;
 mod session;
 mod upgrade;
 
+pub use http::{remote, serve, HttpLimits, ReadDeadlines};
 pub use observe::REQUEST_ID;
-pub use routes::{metrics_routes, routes};
+pub use routes::{api_routes, metrics_routes, routes};

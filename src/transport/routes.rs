@@ -19,13 +19,29 @@ use crate::state::AppState;
 /// Order of checks per route: path and method (404/405), names in the path (400), then
 /// authentication (401/403), then the body (415/413/400).
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let serves = if state.config.metrics_listen.is_some() {
-        Serves::AllButMetrics
-    } else {
-        Serves::All
+    let serves = Serves {
+        websockets: true,
+        api: state.config.api_listen.is_none(),
+        metrics: state.config.metrics_listen.is_none(),
     };
+    public_or_api(state, serves)
+}
+
+/// The `--api-listen` listener's routes: the backend API and the health checks.
+pub fn api_routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let serves = Serves {
+        websockets: false,
+        api: true,
+        metrics: false,
+    };
+    public_or_api(state, serves)
+}
+
+/// The routes `serves` names; the others are unknown paths (404).
+fn public_or_api(state: AppState, serves: Serves) -> BoxedFilter<(Response,)> {
     let observed = state.clone();
     let max_body = state.config.max_body;
+    let body_timeout = state.config.http_body_timeout;
     let backend = admission::backend(state.clone());
     let client = admission::client(state.clone());
     let with_state = warp::any().map(move || state.clone());
@@ -33,38 +49,43 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     // The group name is checked before the handshake: a bad name is a 400, never an upgrade.
     let ws_group = warp::path!("ws" / String)
         .and(warp::get())
+        .and(serving(serves.websockets))
         .and_then(group_param)
         .and(with_state.clone())
         .and(upgrade::handshake())
         .and(client.clone())
-        .and(warp::addr::remote())
+        .and(super::http::remote())
         .and_then(|group, state, hs, admission, remote| {
             respond(upgrade::accept(state, Some(group), hs, admission, remote))
         });
     let ws = warp::path!("ws")
         .and(warp::get())
+        .and(serving(serves.websockets))
         .and(with_state.clone())
         .and(upgrade::handshake())
         .and(client)
-        .and(warp::addr::remote())
+        .and(super::http::remote())
         .and_then(|state, hs, admission, remote| {
             respond(upgrade::accept(state, None, hs, admission, remote))
         });
 
     let notify = warp::path!("notify")
         .and(warp::post())
+        .and(serving(serves.api))
         .and(backend.clone())
         .and(with_state.clone())
-        .and(json_body(max_body))
+        .and(json_body(max_body, body_timeout))
         .and_then(|state, body| respond(api::notify::notify(state, body)));
     let list_groups = warp::path!("groups")
         .and(warp::get())
+        .and(serving(serves.api))
         .and(backend.clone())
         .and(with_state.clone())
         .and(query::<api::groups::ListQuery>())
         .and_then(|state, q| respond(api::groups::list(state, q)));
     let get_group = warp::path!("groups" / String)
         .and(warp::get())
+        .and(serving(serves.api))
         .and_then(group_param)
         .and(backend.clone())
         .and(with_state.clone())
@@ -72,19 +93,21 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and_then(|g, state, q| respond(api::groups::get(g, state, q)));
     let close_group = warp::path!("groups" / String / "close")
         .and(warp::post())
+        .and(serving(serves.api))
         .and_then(group_param)
         .and(backend.clone())
         .and(with_state.clone())
-        .and(json_body(max_body))
+        .and(json_body(max_body, body_timeout))
         .and_then(|g, state, body| respond(api::groups::close(g, state, body)));
     let close_user = warp::path!("users" / String / "close")
         .and(warp::post())
+        .and(serving(serves.api))
         .and_then(
             |raw: String| async move { api::user_from_path(&raw).map_err(warp::reject::custom) },
         )
         .and(backend)
         .and(with_state.clone())
-        .and(json_body(max_body))
+        .and(json_body(max_body, body_timeout))
         .and_then(|u, state, body| respond(api::users::close(u, state, body)));
 
     let healthz = warp::path!("healthz")
@@ -96,7 +119,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and_then(|state| respond(api::health::readyz(state)));
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(serving(serves == Serves::All))
+        .and(serving(serves.metrics))
         .and(with_state)
         .and_then(|state| respond(api::health::metrics(state)));
 
@@ -135,18 +158,28 @@ pub fn metrics_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and_then(|state| respond(api::health::metrics(state)))
         .recover(handle_rejection)
         .unify();
-    observe(&state, Serves::OnlyMetrics, routes)
+    observe(&state, Serves::ONLY_METRICS, routes)
 }
 
-/// Which paths a listener serves.
+/// Which paths a listener serves; every listener but `--metrics-listen`'s also serves
+/// `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Serves {
-    /// The main listener without `--metrics-listen`.
-    All,
-    /// The main listener when `/metrics` has its own listener.
-    AllButMetrics,
-    /// The `--metrics-listen` listener.
-    OnlyMetrics,
+pub(super) struct Serves {
+    /// `/ws` and `/ws/{group}` (`--listen`).
+    websockets: bool,
+    /// `POST /notify`, `/groups…`, `/users/{user}/close` (`--api-listen`, else `--listen`).
+    api: bool,
+    /// `GET /metrics` (`--listen` unless `--metrics-listen` is set).
+    metrics: bool,
+}
+
+impl Serves {
+    /// The `--metrics-listen` listener, which serves `/metrics` and nothing else.
+    const ONLY_METRICS: Serves = Serves {
+        websockets: false,
+        api: false,
+        metrics: true,
+    };
 }
 
 /// Passes when `on`; otherwise rejects as an unknown path (404).
@@ -194,20 +227,21 @@ fn route(path: &str, serves: Serves) -> Option<(&'static str, &'static str)> {
         segments.next(),
         segments.next(),
     ];
-    if serves == Serves::OnlyMetrics {
+    if serves == Serves::ONLY_METRICS {
         return (segments == [Some("metrics"), None, None, None]).then_some(("/metrics", "GET"));
     }
+    let (ws, api) = (serves.websockets, serves.api);
     Some(match segments {
-        [Some("ws"), None, ..] => ("/ws", "GET"),
-        [Some("ws"), Some(_), None, _] => ("/ws/{group}", "GET"),
-        [Some("notify"), None, ..] => ("/notify", "POST"),
-        [Some("groups"), None, ..] => ("/groups", "GET"),
-        [Some("groups"), Some(_), None, _] => ("/groups/{group}", "GET"),
-        [Some("groups"), Some(_), Some("close"), None] => ("/groups/{group}/close", "POST"),
-        [Some("users"), Some(_), Some("close"), None] => ("/users/{user}/close", "POST"),
+        [Some("ws"), None, ..] if ws => ("/ws", "GET"),
+        [Some("ws"), Some(_), None, _] if ws => ("/ws/{group}", "GET"),
+        [Some("notify"), None, ..] if api => ("/notify", "POST"),
+        [Some("groups"), None, ..] if api => ("/groups", "GET"),
+        [Some("groups"), Some(_), None, _] if api => ("/groups/{group}", "GET"),
+        [Some("groups"), Some(_), Some("close"), None] if api => ("/groups/{group}/close", "POST"),
+        [Some("users"), Some(_), Some("close"), None] if api => ("/users/{user}/close", "POST"),
         [Some("healthz"), None, ..] => ("/healthz", "GET"),
         [Some("readyz"), None, ..] => ("/readyz", "GET"),
-        [Some("metrics"), None, ..] if serves == Serves::All => ("/metrics", "GET"),
+        [Some("metrics"), None, ..] if serves.metrics => ("/metrics", "GET"),
         _ => return None,
     })
 }
