@@ -8,6 +8,7 @@ mod backpressure;
 mod bad_input;
 mod close;
 mod docs;
+mod http_hygiene;
 mod limits;
 mod metrics;
 mod notify;

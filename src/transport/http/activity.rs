@@ -4,6 +4,9 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +36,8 @@ pub(super) struct Activity {
     phase: AtomicU8,
     /// Requests answered so far: a change tells the socket wrapper a new wait began.
     answered: AtomicU64,
+    /// A read that went pending while a request was handled, woken by the answer.
+    reader: AtomicWaker,
     /// Cancelled to evict this connection while it waits (see [`Slots`]).
     pub(super) evict: CancellationToken,
     slots: Arc<Slots>,
@@ -49,6 +54,7 @@ impl Activity {
         let activity = Arc::new(Self {
             phase: AtomicU8::new(WAITING),
             answered: AtomicU64::new(0),
+            reader: AtomicWaker::new(),
             evict: CancellationToken::new(),
             slots,
             waiting_key: Mutex::new(None),
@@ -72,6 +78,11 @@ impl Activity {
         self.answered.load(Ordering::Acquire)
     }
 
+    /// Wakes `waker` when the current request is answered.
+    pub(super) fn wake_reader_on_answer(&self, waker: &Waker) {
+        self.reader.register(waker);
+    }
+
     /// A request head arrived: no longer evictable until it is answered.
     pub(super) fn begin_request(&self) {
         self.phase.store(BUSY, Ordering::Release);
@@ -88,6 +99,7 @@ impl Activity {
             self.answered.fetch_add(1, Ordering::AcqRel);
             self.phase.store(WAITING, Ordering::Release);
             self.start_waiting();
+            self.reader.wake();
         }
     }
 

@@ -85,8 +85,17 @@ impl AsyncRead for Deadlined {
         let this = self.get_mut();
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if this.activity.phase() != Phase::Waiting {
-            return read;
+        match this.activity.phase() {
+            Phase::Waiting => {}
+            Phase::Busy => {
+                // hyper reads ahead while a request is handled and then waits for the
+                // socket; the answer must wake it to start the idle deadline.
+                if read.is_pending() {
+                    this.activity.wake_reader_on_answer(cx.waker());
+                }
+                return read;
+            }
+            Phase::Upgraded => return read,
         }
         let deadline = this.deadline();
         match read {
