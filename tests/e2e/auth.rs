@@ -495,3 +495,17 @@ async fn herald_refuses_to_start_with_a_private_key_or_a_mismatched_algorithm() 
     ]);
     assert!(herald::Server::bind(mismatch).is_err());
 }
+
+#[tokio::test]
+async fn a_token_with_an_unknown_critical_header_extension_is_refused() {
+    let app = spawn_auth_app(|_| {}).await;
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["urn:example:must-understand".into()]);
+    let claims = json!({"sub": "7", "exp": now() + 600, "groups": ["probe"]});
+    let key = EncodingKey::from_secret(crate::helpers::SECRET.as_bytes());
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    assert_token_refused(&app, &token, "crit header").await;
+
+    // The same claims without `crit` connect.
+    app.ws_as("/ws/probe", &user_token("7", &["probe"])).await;
+}

@@ -42,7 +42,11 @@ fn no_tracked_text_file_contains_merge_conflict_markers() {
         .expect("git ls-files (the check needs the git checkout)");
     assert!(listed.status.success(), "git ls-files failed");
     // Built at run time so this file does not match itself.
-    let starts = ["<".repeat(7) + " ", ">".repeat(7) + " ", "|".repeat(7) + " "];
+    let starts = [
+        "<".repeat(7) + " ",
+        ">".repeat(7) + " ",
+        "|".repeat(7) + " ",
+    ];
     let mut found = Vec::new();
     let mut checked = 0;
     for path in listed.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
