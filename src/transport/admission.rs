@@ -6,7 +6,7 @@
 //! of proxies and load balancers in front of herald, which is why the header and the
 //! subprotocol are preferred.
 
-use warp::http::HeaderValue;
+use warp::http::{HeaderMap, HeaderName, HeaderValue};
 use warp::{Filter, Rejection};
 
 use crate::api::ApiError;
@@ -28,13 +28,16 @@ pub struct Admission {
 /// (401 when missing or invalid).
 pub fn client(state: AppState) -> impl Filter<Extract = (Admission,), Error = Rejection> + Clone {
     warp::header::optional::<String>("origin")
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::header::headers_cloned())
         .and(raw_query())
-        .and_then(move |origin, authorization, protocols, query| {
+        .and_then(move |origin, headers: HeaderMap, query| {
             let state = state.clone();
             async move {
-                admit(&state, origin, authorization, protocols, query).map_err(|e| {
+                let admitted = single_authorization(&headers).and_then(|authorization| {
+                    let protocols = joined(&headers, warp::http::header::SEC_WEBSOCKET_PROTOCOL);
+                    admit(&state, origin, authorization, protocols, query)
+                });
+                admitted.map_err(|e| {
                     // `admit` refuses with 403 for the origin only; everything else is the token.
                     let why = match e {
                         ApiError::Forbidden(_) => RejectReason::Origin,
@@ -60,7 +63,10 @@ fn admit(
             origin.unwrap_or_default()
         )));
     }
-    let offered = protocols.as_deref().and_then(bearer::from_protocols);
+    let offered = match protocols.as_deref().map(bearer::from_protocols) {
+        Some(found) => found.map_err(ApiError::Unauthorized)?,
+        None => None,
+    };
     // Echoed even with auth off, so one client works against either configuration (a
     // client that offered a protocol fails the handshake when none is chosen).
     let protocol = offered.and_then(|(p, _)| HeaderValue::from_str(p).ok());
@@ -94,12 +100,44 @@ fn admit(
 /// For the HTTP API: with auth on, an `Authorization: Bearer` token (401) whose `scope`
 /// lists `notify` (403).
 pub fn backend(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |authorization: Option<String>| {
+    warp::header::headers_cloned()
+        .and_then(move |headers: HeaderMap| {
             let state = state.clone();
-            async move { check_backend(&state, authorization).map_err(warp::reject::custom) }
+            async move {
+                single_authorization(&headers)
+                    .and_then(|authorization| check_backend(&state, authorization))
+                    .map_err(warp::reject::custom)
+            }
         })
         .untuple_one()
+}
+
+/// The `Authorization` header's value, if any. Two such headers are a `400`: herald
+/// will not pick one of two credentials.
+fn single_authorization(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(warp::http::header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Unauthorized(AuthError::Ambiguous));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::InvalidHeader("Authorization is not visible ASCII".into()))
+        })
+        .transpose()
+}
+
+/// Every value of header `name`, joined with commas as RFC 9110 §5.3 allows for
+/// list-valued headers; values that are not text are skipped.
+fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 fn check_backend(state: &AppState, authorization: Option<String>) -> Result<(), ApiError> {

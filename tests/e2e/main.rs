@@ -12,5 +12,6 @@ mod http_hygiene;
 mod limits;
 mod metrics;
 mod notify;
+mod properties;
 mod shutdown;
 mod subscribe;
