@@ -303,8 +303,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let claims = json!({"sub": "1", "exp": now() + 60});
-        let mut header = Header::default();
-        header.crit = Some(vec!["exp-ext".into()]);
+        let header = Header {
+            crit: Some(vec!["exp-ext".into()]),
+            ..Header::default()
+        };
         let token = encode(&header, &claims, &EncodingKey::from_secret(b"k")).unwrap();
         let AuthError::Invalid(why) = v.verify(&token).unwrap_err() else {
             panic!("refused for the wrong reason")
