@@ -14,7 +14,8 @@
 //! - [`protocol`]: the public wire contract: frames, bodies, names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
 //! - [`broker`]: offsets and delivery to every node with members (memory by default).
-//! - [`transport`]: warp routes, the WebSocket upgrade, one session task per connection.
+//! - [`transport`]: warp routes served over HTTP/1.1 with read deadlines and connection
+//!   caps, the WebSocket upgrade, one session task per connection.
 //! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
 //!
 //! # Flows
