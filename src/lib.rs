@@ -27,9 +27,9 @@
 //!   and connection limit → the session joins its personal group and the group through
 //!   `broker.subscribe` (atomically with the group's offset) → live frames until the
 //!   token's expiry (4102) unless refreshed.
-//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
-//!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
-//!   `--drain-timeout` passed.
+//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → the
+//!   listeners stop accepting, idle HTTP connections close at once, every session sends
+//!   1012 and ends → `run` returns once all ended or `--drain-timeout` passed.
 
 #![forbid(unsafe_code)]
 
