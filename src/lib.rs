@@ -20,8 +20,9 @@
 //!   `broker::Local` is the one local-delivery path every broker calls.
 //! - [`node`]: joins and leaves kept in step with the broker (a group is watched while
 //!   it has local members).
-//! - [`transport`]: warp routes (one table), admission, the WebSocket upgrade, one
-//!   session task per connection and the client commands it runs.
+//! - [`transport`]: warp routes (one table) served over HTTP/1.1 with read deadlines and
+//!   connection caps (`transport::http`), admission, the WebSocket upgrade, one session
+//!   task per connection and the client commands it runs.
 //! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
 //!
 //! # Flows
@@ -40,9 +41,9 @@
 //!   the broker and sync its offset) → `transport::commands` handles the client's frames
 //!   → live frames until the token's expiry (4102) unless refreshed. The last member's
 //!   `node.leave` stops the watch.
-//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
-//!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
-//!   `--drain-timeout` passed.
+//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → the
+//!   listeners stop accepting, idle HTTP connections close at once, every session sends
+//!   1012 and ends → `run` returns once all ended or `--drain-timeout` passed.
 
 #![forbid(unsafe_code)]
 
