@@ -70,6 +70,8 @@ class GroupState {
     this.offset = undefined;
     /** Epoch `offset` belongs to; offsets of different epochs are not comparable. */
     this.epoch = undefined;
+    /** Whether herald confirmed the membership on the current socket (`subscribed`). */
+    this.joined = false;
   }
 }
 
@@ -211,7 +213,10 @@ class Hub {
       opened = true;
       this._attempt = 0;
       this._setState({ state: "open" });
-      for (const [group, state] of this._groups) this._send(subscribeFrame(group, state));
+      for (const [group, state] of this._groups) {
+        state.joined = false;
+        this._send(subscribeFrame(group, state));
+      }
       this._scheduleRefresh(this._token && tokenExpiry(this._token));
     };
     // A failure is always followed by a close event, which decides what happens next.
@@ -262,16 +267,21 @@ class Hub {
         return this._onSubscribed(frame);
       case "refreshed":
         return this._scheduleRefresh(frame.exp);
+      case "unsubscribed":
+        // Also sent when a refreshed token no longer allows a group.
+        if (this._groups.has(frame.group)) this._groups.get(frame.group).joined = false;
+        return undefined;
       case "error":
         return this._emit("error", { error: frame.error, message: frame.message });
       default:
-        return undefined; // unsubscribed, pong: nothing to do
+        return undefined; // pong: nothing to do
     }
   }
 
   _onSubscribed(frame) {
     const state = this._groups.get(frame.group);
     if (!state) return;
+    state.joined = true;
     const resumed = typeof frame.recovered === "boolean";
     // A resumed group continues from its own offset: herald replays what came after it.
     // Otherwise (first join, or a gap herald could not fill) live delivery starts after
@@ -285,7 +295,9 @@ class Hub {
 
   _onNotify(frame) {
     const state = this._groups.get(frame.group);
-    if (!state) return; // e.g. the personal group, or a group left a moment ago
+    // Not ours (e.g. the personal group), or still in flight from a membership that
+    // ended: a membership's notifications start after its `subscribed`.
+    if (!state || !state.joined) return;
     const sameEpoch = frame.epoch === undefined || state.epoch === undefined || frame.epoch === state.epoch;
     if (sameEpoch && state.offset !== undefined && frame.offset <= state.offset) return; // seen already
     state.offset = frame.offset;

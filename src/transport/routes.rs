@@ -94,6 +94,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state.clone())
         .and_then(|state| respond(api::health::readyz(state)));
+    let herald_js = warp::path!("herald.js")
+        .and(warp::get())
+        .and(if_none_match())
+        .and_then(|etag| respond(api::assets::herald_js(etag)));
+    let demo = warp::path::end()
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(if_none_match())
+        .and_then(|state, etag| respond(api::assets::demo_page(state, etag)));
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(serving(serves == Serves::All))
@@ -116,6 +125,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(healthz)
         .unify()
         .or(readyz)
+        .unify()
+        .or(herald_js)
+        .unify()
+        .or(demo)
         .unify()
         .or(metrics)
         .unify()
@@ -177,6 +190,18 @@ fn query<T: DeserializeOwned + Send + 'static>(
         })
 }
 
+/// The `If-None-Match` header as text; a value that is not visible ASCII counts as
+/// absent (the full file is sent), so a revalidation header can never fail a request.
+fn if_none_match(
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        headers
+            .get(warp::http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
 /// A group name from the path, checked (400 `invalid_group`).
 async fn group_param(raw: String) -> Result<GroupName, Rejection> {
     api::group_from_path(&raw).map_err(warp::reject::custom)
@@ -205,6 +230,8 @@ fn route(path: &str, serves: Serves) -> Option<(&'static str, &'static str)> {
         [Some("groups"), Some(_), None, _] => ("/groups/{group}", "GET"),
         [Some("groups"), Some(_), Some("close"), None] => ("/groups/{group}/close", "POST"),
         [Some("users"), Some(_), Some("close"), None] => ("/users/{user}/close", "POST"),
+        [Some(""), None, ..] => ("/", "GET"),
+        [Some("herald.js"), None, ..] => ("/herald.js", "GET"),
         [Some("healthz"), None, ..] => ("/healthz", "GET"),
         [Some("readyz"), None, ..] => ("/readyz", "GET"),
         [Some("metrics"), None, ..] if serves == Serves::All => ("/metrics", "GET"),

@@ -69,6 +69,32 @@ test("a notification whose offset was already delivered is dropped", async (t) =
   assert.deepEqual(offsets, [11, 12, 13, 14]);
 });
 
+test("notifications before a membership's subscribed frame are not delivered", async (t) => {
+  const { server, hub } = await setup(t);
+  const offsets = [];
+  const first = hub.subscribe("g", (n) => offsets.push(["first", n.offset]));
+  const conn = await server.nextConnection();
+  await conn.nextFrame();
+  conn.notify("g", 1, null); // herald never sends this before subscribed; nor is it delivered
+  conn.send({ type: "subscribed", group: "g", offset: 1 });
+  conn.notify("g", 2, null);
+  await waitFor(() => offsets.length === 1);
+
+  // Leave and join again: a notification still in flight from the old membership is
+  // not the new handler's.
+  first.unsubscribe();
+  hub.subscribe("g", (n) => offsets.push(["second", n.offset]));
+  assert.deepEqual(await conn.nextFrame(), { type: "unsubscribe", group: "g" });
+  assert.deepEqual(await conn.nextFrame(), { type: "subscribe", group: "g" });
+  conn.notify("g", 3, null);
+  conn.send({ type: "unsubscribed", group: "g" });
+  conn.send({ type: "subscribed", group: "g", offset: 3 });
+  conn.notify("g", 4, null);
+  await waitFor(() => offsets.length === 2);
+
+  assert.deepEqual(offsets, [["first", 2], ["second", 4]]);
+});
+
 test("subscribing while open sends the frame at once; groups are independent", async (t) => {
   const { server, hub } = await setup(t);
   const states = new Events(hub, "state");
