@@ -8,6 +8,14 @@ export interface Backoff {
   max: number;
 }
 
+/** Client-side heartbeat timings, in milliseconds. */
+export interface Heartbeat {
+  /** Silence after which a `ping` is sent (default 25000). */
+  interval: number;
+  /** How long to wait for any frame after that `ping` (default 10000). */
+  timeout: number;
+}
+
 /** Options of {@link connect}. */
 export interface ConnectOptions {
   /** A JWT sent in the `herald.bearer.<token>` subprotocol (never in the URL). */
@@ -20,6 +28,13 @@ export interface ConnectOptions {
   getToken?: () => Promise<string>;
   /** Reconnect backoff; see {@link Backoff}. */
   backoff?: Partial<Backoff>;
+  /**
+   * Client-side heartbeat, in ms (default 25000 / 10000): after `interval` without a
+   * frame from herald send a `ping`; when nothing arrives `timeout` later, treat the
+   * socket as lost (state "closed" with code 1006, reason "heartbeat_timeout") and
+   * reconnect. `false` turns it off.
+   */
+  heartbeat?: Partial<Heartbeat> | false;
   /** WebSocket constructor; defaults to `globalThis.WebSocket` (pass `ws` in Node 20). */
   WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket;
 }
@@ -105,6 +120,9 @@ export function reconnectDelay(attempt: number, backoff?: Backoff, random?: () =
 
 /** The `exp` claim of a JWT (seconds since the Unix epoch), or undefined. */
 export function tokenExpiry(token: string): number | undefined;
+
+/** The default {@link Heartbeat}: ping after 25 s of silence, give up 10 s later. */
+export const DEFAULT_HEARTBEAT: Readonly<Heartbeat>;
 
 /** The default {@link Backoff}: 500 ms to 30 s. */
 export const DEFAULT_BACKOFF: Readonly<Backoff>;

@@ -15,6 +15,14 @@
 /** Reconnect delays in milliseconds when `options.backoff` does not say. */
 export const DEFAULT_BACKOFF = Object.freeze({ min: 500, max: 30000 });
 
+/**
+ * Heartbeat when `options.heartbeat` does not say: after `interval` ms without a frame
+ * from herald send a `ping`, and give the socket up (as 1006, then reconnect) when
+ * nothing arrives within `timeout` ms after it. A sleeping laptop or a dead NAT entry
+ * leaves a socket that looks open for minutes; this notices within interval + timeout.
+ */
+export const DEFAULT_HEARTBEAT = Object.freeze({ interval: 25000, timeout: 10000 });
+
 /** Subprotocol prefix that carries the token (never the URL: proxies log URLs). */
 export const BEARER_PROTOCOL_PREFIX = "herald.bearer.";
 
@@ -100,6 +108,7 @@ class Hub {
     this._token = options.token;
     this._getToken = options.getToken;
     this._backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this._heartbeat = options.heartbeat === false ? null : { ...DEFAULT_HEARTBEAT, ...options.heartbeat };
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (typeof this._WebSocket !== "function") throw new TypeError("herald: no WebSocket implementation");
     /** @type {Map<string, GroupState>} */
@@ -115,6 +124,7 @@ class Hub {
     this._tokenStale = !this._token && Boolean(this._getToken);
     this._reconnectTimer = null;
     this._refreshTimer = null;
+    this._heartbeatTimer = null;
     // Start after the caller's synchronous code, so listeners added right after
     // connect() see the first "connecting".
     this._state = "connecting";
@@ -152,6 +162,7 @@ class Hub {
     this._stopped = true;
     clearTimeout(this._reconnectTimer);
     clearTimeout(this._refreshTimer);
+    clearTimeout(this._heartbeatTimer);
     if (this._socket) {
       this._socket.close(1000, "client closed");
     } else {
@@ -218,21 +229,47 @@ class Hub {
         this._send(subscribeFrame(group, state));
       }
       this._scheduleRefresh(this._token && tokenExpiry(this._token));
+      this._armHeartbeat(socket);
     };
     // A failure is always followed by a close event, which decides what happens next.
     socket.onerror = () => {};
     socket.onmessage = (event) => {
-      if (this._socket === socket) this._onFrame(event.data);
+      if (this._socket !== socket) return;
+      this._armHeartbeat(socket);
+      this._onFrame(event.data);
     };
     socket.onclose = (event) => {
       if (this._socket !== socket) return;
-      this._socket = null;
-      clearTimeout(this._refreshTimer);
-      const code = event.code;
       // An upgrade refused before open (401 for an expired token, say) shows as 1006.
-      if (code === 4102 || (!opened && this._getToken)) this._tokenStale = true;
-      this._retry({ code, reason: event.reason ?? "" });
+      if (event.code === 4102 || (!opened && this._getToken)) this._tokenStale = true;
+      this._lost(event.code, event.reason ?? "");
     };
+  }
+
+  /** The current socket is gone: forget it, then reconnect or stop. */
+  _lost(code, reason) {
+    this._socket = null;
+    clearTimeout(this._refreshTimer);
+    clearTimeout(this._heartbeatTimer);
+    this._retry({ code, reason });
+  }
+
+  /** (Re)starts the silence timer: ping after `interval`, give up `timeout` later. */
+  _armHeartbeat(socket) {
+    clearTimeout(this._heartbeatTimer);
+    if (!this._heartbeat) return;
+    const { interval, timeout } = this._heartbeat;
+    this._heartbeatTimer = setTimeout(() => {
+      if (this._socket !== socket) return;
+      this._send({ type: "ping" });
+      this._heartbeatTimer = setTimeout(() => {
+        if (this._socket !== socket) return;
+        // The closing handshake cannot complete on a dead connection: do not wait for it.
+        socket.onclose = socket.onmessage = null;
+        socket.close();
+        this._lost(1006, "heartbeat_timeout");
+      }, timeout);
+    }, interval);
   }
 
   /** After a close: reconnect later, or stop and say why. */

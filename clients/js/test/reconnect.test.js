@@ -124,3 +124,29 @@ test("keeps retrying with backoff while herald refuses, then connects", async (t
   assert.equal(closes.length, 3);
   assert.ok(closes.every((s) => s.code === 1006 && s.reconnecting));
 });
+
+test("after a silence it pings; a socket that stays silent is given up and replaced", async (t) => {
+  const { server, hub, states } = await setup(t, { heartbeat: { interval: 60, timeout: 60 } });
+  hub.subscribe("g", () => {});
+  const first = await server.nextConnection();
+  assert.deepEqual(await first.nextFrame(), { type: "subscribe", group: "g" });
+  first.send({ type: "subscribed", group: "g", offset: 0 });
+
+  // herald answers the first ping: the connection stays.
+  assert.deepEqual(await first.nextFrame(), { type: "ping" });
+  first.send({ type: "pong" });
+  assert.deepEqual(await first.nextFrame(), { type: "ping" });
+  assert.equal(server.pendingConnections(), 0);
+  // Now nothing comes back (a dead network path): the hub gives up and reconnects.
+  const second = await server.nextConnection();
+  assert.deepEqual(await second.nextFrame(), { type: "subscribe", group: "g" });
+  const closed = states.seen.find((s) => s.state === "closed");
+  assert.deepEqual(closed, { state: "closed", code: 1006, reason: "heartbeat_timeout", reconnecting: true });
+});
+
+test("heartbeat: false sends no pings", async (t) => {
+  const { server } = await setup(t, { heartbeat: false });
+  const conn = await server.nextConnection();
+  await sleep(200);
+  assert.equal(conn.pending(), 0);
+});
