@@ -80,6 +80,8 @@ class GroupState {
     this.epoch = undefined;
     /** Whether herald confirmed the membership on the current socket (`subscribed`). */
     this.joined = false;
+    /** Whether the pending subscribe asked to resume (carried `since` and `epoch`). */
+    this.resuming = false;
   }
 }
 
@@ -225,8 +227,10 @@ class Hub {
       this._attempt = 0;
       this._setState({ state: "open" });
       for (const [group, state] of this._groups) {
+        const frame = subscribeFrame(group, state);
         state.joined = false;
-        this._send(subscribeFrame(group, state));
+        state.resuming = frame.since !== undefined;
+        this._send(frame);
       }
       this._scheduleRefresh(this._token && tokenExpiry(this._token));
       this._armHeartbeat(socket);
@@ -319,7 +323,9 @@ class Hub {
     const state = this._groups.get(frame.group);
     if (!state) return;
     state.joined = true;
-    const resumed = typeof frame.recovered === "boolean";
+    // Only an answer to a resume says whether the gap was filled.
+    const resumed = state.resuming && typeof frame.recovered === "boolean";
+    state.resuming = false;
     // A resumed group continues from its own offset: herald replays what came after it.
     // Otherwise (first join, or a gap herald could not fill) live delivery starts after
     // the group's current offset.

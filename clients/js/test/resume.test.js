@@ -135,6 +135,21 @@ test("a hub without history (no epoch anywhere) gets a plain subscribe after a r
   assert.deepEqual(recovered.seen, []);
 });
 
+test("a recovered field on a first join is not a resume, and starts delivery at its offset", async (t) => {
+  const { server, hub, recovered } = await setup(t);
+  const offsets = [];
+  hub.subscribe("g", (n) => offsets.push(n.offset));
+  const conn = await server.nextConnection();
+  assert.deepEqual(await conn.nextFrame(), { type: "subscribe", group: "g" });
+  conn.send({ type: "subscribed", group: "g", offset: 7, epoch: "e", recovered: false });
+  for (const o of [7, 8]) conn.notify("g", o, null, { epoch: "e" });
+  await waitFor(() => offsets.length === 1);
+
+  assert.deepEqual(offsets, [8]);
+  await sleep(30);
+  assert.deepEqual(recovered.seen, [], "nothing was missed: there was nothing to recover");
+});
+
 test("a group left before the reconnect is not resumed", async (t) => {
   const { server, hub } = await setup(t);
   const keep = hub.subscribe("keep", () => {});
