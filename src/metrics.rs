@@ -313,16 +313,20 @@ impl Metrics {
     /// Records one HTTP request. `route` is a route template from the route table (never
     /// a raw path), so the label set stays bounded.
     pub fn http_request(&self, route: &'static str, status: u16, took: Duration) {
-        let status = status.to_string();
-        let secs = took.as_secs_f64();
         self.http_requests
-            .with_label_values(&[route, &status])
+            .with_label_values(&[route, &status.to_string()])
             .inc();
-        self.http_duration.with_label_values(&[route]).observe(secs);
-        if route == "/notify" {
-            self.notify_requests.with_label_values(&[&status]).inc();
-            self.notify_duration.observe(secs);
-        }
+        self.http_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records one `POST /notify` request, answered with `status` after `took`.
+    pub fn notify_request(&self, status: u16, took: Duration) {
+        self.notify_requests
+            .with_label_values(&[&status.to_string()])
+            .inc();
+        self.notify_duration.observe(took.as_secs_f64());
     }
 
     /// Everything registered, in the Prometheus text format.

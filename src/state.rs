@@ -1,5 +1,6 @@
 //! `AppState`: the one cloneable handle every route and session gets.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,27 +15,43 @@ use crate::hub::{Audience, ConnId, Hub};
 use crate::metrics::Metrics;
 use crate::protocol::{EventName, GroupName};
 
-/// Shared state of one herald node. Cloning copies a few `Arc`s.
+/// The handle to one herald node's shared state that every route and session holds.
+///
+/// One `Arc`: cloning it (once per request by the warp filters, once per session) is a
+/// single reference-count increment, not one per field. Fields are read through `Deref`
+/// (`state.hub`, `state.config`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What an [`AppState`] points to.
+pub struct Shared {
     /// Effective configuration.
-    pub config: Arc<Config>,
-    /// Local groups and members.
+    pub config: Config,
+    /// Local groups and members; the broker holds it too, to deliver.
     pub hub: Arc<Hub>,
     /// Offsets and delivery (memory by default).
     pub broker: Arc<dyn Broker>,
     /// This node's Prometheus metrics, in its own registry.
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     /// Checks bearer tokens; `None` when no key is configured (auth off).
-    pub verifier: Option<Arc<Verifier>>,
+    pub verifier: Option<Verifier>,
     /// One permit per open WebSocket (`--max-connections`); the permit lives in the
-    /// session task, so a connection that ends for any reason gives it back.
+    /// session task, so a connection that ends for any reason gives it back. (An `Arc`
+    /// because owned permits need one.)
     pub connections: Arc<Semaphore>,
     /// Cancelled when shutdown begins; every session's close token is a child of it.
     pub shutdown: CancellationToken,
     /// Tracks session tasks, which warp's graceful shutdown does not wait for.
     pub sessions: TaskTracker,
-    next_conn: Arc<AtomicU64>,
+    next_conn: AtomicU64,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -43,17 +60,17 @@ impl AppState {
     pub fn new(config: Config, verifier: Option<Verifier>) -> Self {
         let hub = Arc::new(Hub::new());
         let broker = Arc::new(MemoryBroker::new(hub.clone()));
-        Self {
+        Self(Arc::new(Shared {
             connections: Arc::new(Semaphore::new(config.max_connections as usize)),
-            config: Arc::new(config),
+            config,
             hub,
             broker,
-            metrics: Arc::new(Metrics::new()),
-            verifier: verifier.map(Arc::new),
+            metrics: Metrics::new(),
+            verifier,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
-            next_conn: Arc::new(AtomicU64::new(1)),
-        }
+            next_conn: AtomicU64::new(1),
+        }))
     }
 
     /// A fresh connection id, unique within this process.

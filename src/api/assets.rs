@@ -12,7 +12,6 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::ApiError;
-use crate::state::AppState;
 
 /// One embedded file and how to serve it.
 pub struct Asset {
@@ -108,14 +107,8 @@ pub async fn herald_js(if_none_match: Option<String>) -> Result<Response, ApiErr
     Ok(HERALD_JS.reply(if_none_match.as_deref()))
 }
 
-/// `GET /`: the demo page, or `404` when `--demo false`.
-pub async fn demo_page(
-    state: AppState,
-    if_none_match: Option<String>,
-) -> Result<Response, ApiError> {
-    if !state.config.demo {
-        return Err(ApiError::NotFound);
-    }
+/// `GET /`: the demo page (routed only with `--demo`).
+pub async fn demo_page(if_none_match: Option<String>) -> Result<Response, ApiError> {
     Ok(DEMO_PAGE.reply(if_none_match.as_deref()))
 }
 

@@ -179,7 +179,8 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallib
     } else if rejection.is_not_found() {
         ApiError::NotFound
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        // Normally `routes::wrong_method` answers first, naming the one allowed method.
+        // Routes check their own method and name the one allowed (`routes::Route`);
+        // only a warp method filter, which herald does not use, would get here.
         ApiError::MethodNotAllowed("GET, POST")
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::InvalidQuery(e.to_string())

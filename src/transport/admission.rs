@@ -6,12 +6,14 @@
 //! of proxies and load balancers in front of herald, which is why the header and the
 //! subprotocol are preferred.
 
+use tokio::sync::OwnedSemaphorePermit;
 use warp::http::HeaderValue;
 use warp::{Filter, Rejection};
 
 use crate::api::ApiError;
-use crate::auth::{bearer, origin_allowed, AuthError, Claims, NOTIFY_SCOPE};
-use crate::metrics::RejectReason;
+use crate::auth::{bearer, origin_allowed, AuthError, Claims, Grant, NOTIFY_SCOPE};
+use crate::metrics::{Metrics, RejectReason};
+use crate::protocol::GroupName;
 use crate::state::AppState;
 
 /// What an upgrade request proved.
@@ -21,6 +23,57 @@ pub struct Admission {
     pub claims: Option<Claims>,
     /// The `herald.bearer.<token>` subprotocol the client offered, which the 101 echoes.
     pub protocol: Option<HeaderValue>,
+}
+
+/// A connection let in: what its token allows and its place under `--max-connections`.
+pub struct Admitted {
+    /// The token's rights; `None` when auth is off (everything is allowed).
+    pub grant: Option<Grant>,
+    /// Held for the connection's life; returning it admits the next connection.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Why an upgrade was refused. Each kind has its own answer and its own
+/// `herald_connections_rejected_total{reason}`, so neither is worked out from the other.
+#[derive(Debug)]
+pub enum Refusal {
+    /// `Origin` is not in `--allowed-origins` (403); carries the origin.
+    Origin(String),
+    /// No valid token, or more than one (401, or 400 for several).
+    Token(AuthError),
+    /// A valid token that does not allow the path's group (403); carries why.
+    Forbidden(String),
+    /// Shutdown has begun (503).
+    ShuttingDown,
+    /// `--max-connections` reached (503).
+    Limit,
+}
+
+impl Refusal {
+    /// The `reason` label this refusal is counted under.
+    fn reason(&self) -> RejectReason {
+        match self {
+            Self::Origin(_) => RejectReason::Origin,
+            Self::Token(_) => RejectReason::Auth,
+            Self::Forbidden(_) => RejectReason::Forbidden,
+            Self::ShuttingDown => RejectReason::ShuttingDown,
+            Self::Limit => RejectReason::Limit,
+        }
+    }
+
+    /// Counts the refusal and turns it into the error the client is answered with.
+    pub fn counted(self, metrics: &Metrics) -> ApiError {
+        metrics.connection_rejected(self.reason());
+        match self {
+            Self::Origin(origin) => ApiError::Forbidden(format!(
+                "origin {origin:?} may not open WebSockets here (--allowed-origins)"
+            )),
+            Self::Token(e) => ApiError::Unauthorized(e),
+            Self::Forbidden(why) => ApiError::Forbidden(why),
+            Self::ShuttingDown => ApiError::ShuttingDown,
+            Self::Limit => ApiError::TooManyConnections,
+        }
+    }
 }
 
 /// For WebSocket upgrades: `Origin` against `--allowed-origins` (403), then, with auth
@@ -34,31 +87,21 @@ pub fn client(state: AppState) -> impl Filter<Extract = (Admission,), Error = Re
         .and_then(move |origin, authorization, protocols, query| {
             let state = state.clone();
             async move {
-                admit(&state, origin, authorization, protocols, query).map_err(|e| {
-                    // `admit` refuses with 403 for the origin only; everything else is the token.
-                    let why = match e {
-                        ApiError::Forbidden(_) => RejectReason::Origin,
-                        _ => RejectReason::Auth,
-                    };
-                    state.metrics.connection_rejected(why);
-                    warp::reject::custom(e)
-                })
+                check_client(&state, origin, authorization, protocols, query)
+                    .map_err(|refusal| warp::reject::custom(refusal.counted(&state.metrics)))
             }
         })
 }
 
-fn admit(
+fn check_client(
     state: &AppState,
     origin: Option<String>,
     authorization: Option<String>,
     protocols: Option<String>,
     query: String,
-) -> Result<Admission, ApiError> {
+) -> Result<Admission, Refusal> {
     if !origin_allowed(state.config.allowed_origins.as_deref(), origin.as_deref()) {
-        return Err(ApiError::Forbidden(format!(
-            "origin {:?} may not open WebSockets here (--allowed-origins)",
-            origin.unwrap_or_default()
-        )));
+        return Err(Refusal::Origin(origin.unwrap_or_default()));
     }
     let offered = protocols.as_deref().and_then(bearer::from_protocols);
     // Echoed even with auth off, so one client works against either configuration (a
@@ -71,24 +114,54 @@ fn admit(
         });
     };
 
-    let from_query = bearer::from_query(&query).map_err(ApiError::Unauthorized)?;
+    let from_query = bearer::from_query(&query).map_err(Refusal::Token)?;
     let mut tokens = authorization
         .as_deref()
         .and_then(bearer::from_authorization)
         .into_iter()
         .chain(offered.map(|(_, t)| t))
         .chain(from_query.as_deref());
-    let token = tokens
-        .next()
-        .ok_or(ApiError::Unauthorized(AuthError::Missing))?;
+    let token = tokens.next().ok_or(Refusal::Token(AuthError::Missing))?;
     if tokens.next().is_some() {
-        return Err(ApiError::Unauthorized(AuthError::Ambiguous));
+        return Err(Refusal::Token(AuthError::Ambiguous));
     }
-    let claims = verifier.verify(token).map_err(ApiError::Unauthorized)?;
+    let claims = verifier.verify(token).map_err(Refusal::Token)?;
     Ok(Admission {
         claims: Some(claims),
         protocol,
     })
+}
+
+/// The checks after the token, once the path's group is known: the token's right to
+/// `group` (403), then shutdown and the connection limit (503).
+pub fn admit(
+    state: &AppState,
+    group: Option<&GroupName>,
+    claims: Option<Claims>,
+) -> Result<Admitted, Refusal> {
+    // Claims only come from the verifier, so its leeway (whole seconds) is the one that
+    // applied to `exp` at the door and now times the connection's expiry.
+    let leeway = state
+        .verifier
+        .as_ref()
+        .map(|v| v.leeway())
+        .unwrap_or_default();
+    let prefix = &state.config.personal_group_prefix;
+    let grant = claims.map(|c| Grant::new(c, prefix, leeway));
+    if let (Some(grant), Some(group)) = (&grant, group) {
+        grant
+            .check_join(group)
+            .map_err(|e| Refusal::Forbidden(e.to_string()))?;
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(Refusal::ShuttingDown);
+    }
+    let permit = state
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::Limit)?;
+    Ok(Admitted { grant, permit })
 }
 
 /// For the HTTP API: with auth on, an `Authorization: Bearer` token (401) whose `scope`

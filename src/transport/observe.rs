@@ -3,7 +3,8 @@
 //! is counted in the HTTP metrics under its route template.
 //!
 //! Only the route template is ever logged or used as a label, never the raw path or the
-//! query string, which may carry a token (`/ws?token=...`).
+//! query string, which may carry a token (`/ws?token=...`). The route that answers a
+//! request names it (see `routes::Route`): this module knows no paths.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -13,7 +14,6 @@ use warp::http::HeaderValue;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::routes::{template, Serves};
 use crate::state::AppState;
 
 /// The request id header, read from requests and set on every response.
@@ -22,31 +22,44 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Longest incoming request id herald adopts; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 64;
 
+/// The `route` label of requests no route answered (404s).
+const UNMATCHED: &str = "unmatched";
+
+/// The template of the route that answers a request (`/groups/{group}`). The route names
+/// the request span after it as soon as its path matched, and attaches it to its
+/// response for the HTTP metrics.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Template(pub(super) &'static str);
+
+impl Template {
+    /// Records this template as the current request span's `route`.
+    pub(super) fn enter(self) {
+        tracing::Span::current().record("route", self.0);
+    }
+}
+
 /// What the wrapper knows before the routes run.
 struct Started {
-    route: &'static str,
     id: HeaderValue,
     at: Instant,
 }
 
 /// Wraps `routes` (already infallible: every rejection rendered) with the request span,
-/// the request id and the HTTP metrics. `serves` says which paths this listener serves,
-/// which decides the route labels.
-pub(super) fn observe<F>(state: &AppState, serves: Serves, routes: F) -> BoxedFilter<(Response,)>
+/// the request id and the HTTP metrics, labelled by the [`Template`] the answering route
+/// attached to its response (`unmatched` when none did).
+pub(super) fn observe<F>(state: &AppState, routes: F) -> BoxedFilter<(Response,)>
 where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let metrics = state.metrics.clone();
+    let state = state.clone();
     let incoming = warp::header::optional::<String>(REQUEST_ID)
         .or(warp::any().map(|| None))
         .unify();
-    warp::path::full()
-        .and(incoming)
-        .map(move |path: warp::path::FullPath, given: Option<String>| {
+    incoming
+        .map(move |given: Option<String>| {
             let id = request_id(given.as_deref());
             tracing::Span::current().record("request_id", id.to_str().unwrap_or_default());
             Started {
-                route: template(path.as_str(), serves),
                 id,
                 at: Instant::now(),
             }
@@ -55,7 +68,14 @@ where
         .map(move |started: Started, mut res: Response| {
             let took = started.at.elapsed();
             let status = res.status().as_u16();
-            metrics.http_request(started.route, status, took);
+            let route = match res.extensions().get::<Template>() {
+                Some(template) => template.0,
+                None => {
+                    Template(UNMATCHED).enter();
+                    UNMATCHED
+                }
+            };
+            state.metrics.http_request(route, status, took);
             tracing::debug!(
                 status,
                 took_us = took.as_micros() as u64,
@@ -64,11 +84,11 @@ where
             res.headers_mut().insert(REQUEST_ID, started.id);
             res
         })
-        .with(warp::trace(move |info| {
+        .with(warp::trace(|info| {
             tracing::info_span!(
                 "request",
                 method = %info.method(),
-                route = template(info.path(), serves),
+                route = tracing::field::Empty,
                 request_id = tracing::field::Empty,
             )
         }))

@@ -1,178 +1,323 @@
-//! The whole URL table in one screen.
+//! The whole URL table in one screen: one small function per route, each naming its own
+//! template and method, combined in [`routes`].
 //!
-//! Paths are matched before methods so an unknown path is a 404 and a known path with
-//! the wrong method a 405; bodies are checked (type, size) by a filter before handlers.
+//! Every route starts with its path and then [`Route::matched`], so an unknown path is a
+//! 404 and a known path with the wrong method a 405; names in the path come next (400),
+//! then authentication (401/403), then the body (415/413/400), checked by filters before
+//! the handler runs. Once its path matched, a route answers the request itself (see
+//! [`Route::serve`]), so the route template that labels metrics and spans comes from the
+//! route that answered and is never worked out from the raw path.
+
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use warp::filters::BoxedFilter;
+use warp::http::Method;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::observe::observe;
+use super::observe::{observe, Template};
 use super::{admission, upgrade};
 use crate::api::{self, body::json_body, error::handle_rejection, ApiError};
-use crate::protocol::GroupName;
+use crate::protocol::{GroupName, UserId};
 use crate::state::AppState;
 
-/// Every route of a herald node, with errors rendered as JSON.
-///
-/// Order of checks per route: path and method (404/405), names in the path (400), then
-/// authentication (401/403), then the body (415/413/400).
+/// Every route of a herald node, with errors rendered as JSON. `/metrics` is here unless
+/// `--metrics-listen` gives it a listener of its own ([`metrics_routes`]).
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let serves = if state.config.metrics_listen.is_some() {
-        Serves::AllButMetrics
-    } else {
-        Serves::All
-    };
-    let observed = state.clone();
-    let max_body = state.config.max_body;
-    let backend = admission::backend(state.clone());
-    let client = admission::client(state.clone());
-    let with_state = warp::any().map(move || state.clone());
-
-    // The group name is checked before the handshake: a bad name is a 400, never an upgrade.
-    let ws_group = warp::path!("ws" / String)
-        .and(warp::get())
-        .and_then(group_param)
-        .and(with_state.clone())
-        .and(upgrade::handshake())
-        .and(client.clone())
-        .and(warp::addr::remote())
-        .and_then(|group, state, hs, admission, remote| {
-            respond(upgrade::accept(state, Some(group), hs, admission, remote))
-        });
-    let ws = warp::path!("ws")
-        .and(warp::get())
-        .and(with_state.clone())
-        .and(upgrade::handshake())
-        .and(client)
-        .and(warp::addr::remote())
-        .and_then(|state, hs, admission, remote| {
-            respond(upgrade::accept(state, None, hs, admission, remote))
-        });
-
-    let notify = warp::path!("notify")
-        .and(warp::post())
-        .and(backend.clone())
-        .and(with_state.clone())
-        .and(json_body(max_body))
-        .and_then(|state, body| respond(api::notify::notify(state, body)));
-    let list_groups = warp::path!("groups")
-        .and(warp::get())
-        .and(backend.clone())
-        .and(with_state.clone())
-        .and(query::<api::groups::ListQuery>())
-        .and_then(|state, q| respond(api::groups::list(state, q)));
-    let get_group = warp::path!("groups" / String)
-        .and(warp::get())
-        .and_then(group_param)
-        .and(backend.clone())
-        .and(with_state.clone())
-        .and(query::<api::groups::ListQuery>())
-        .and_then(|g, state, q| respond(api::groups::get(g, state, q)));
-    let close_group = warp::path!("groups" / String / "close")
-        .and(warp::post())
-        .and_then(group_param)
-        .and(backend.clone())
-        .and(with_state.clone())
-        .and(json_body(max_body))
-        .and_then(|g, state, body| respond(api::groups::close(g, state, body)));
-    let close_user = warp::path!("users" / String / "close")
-        .and(warp::post())
-        .and_then(
-            |raw: String| async move { api::user_from_path(&raw).map_err(warp::reject::custom) },
-        )
-        .and(backend)
-        .and(with_state.clone())
-        .and(json_body(max_body))
-        .and_then(|u, state, body| respond(api::users::close(u, state, body)));
-
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .and_then(|| respond(api::health::healthz()));
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
-        .and(with_state.clone())
-        .and_then(|state| respond(api::health::readyz(state)));
-    let herald_js = warp::path!("herald.js")
-        .and(warp::get())
-        .and(if_none_match())
-        .and_then(|etag| respond(api::assets::herald_js(etag)));
-    let demo = warp::path::end()
-        .and(warp::get())
-        .and(with_state.clone())
-        .and(if_none_match())
-        .and_then(|state, etag| respond(api::assets::demo_page(state, etag)));
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(serving(serves == Serves::All))
-        .and(with_state)
-        .and_then(|state| respond(api::health::metrics(state)));
-
-    let routes = ws_group
-        .or(ws)
+    let api = ws_group(&state)
+        .or(ws(&state))
         .unify()
-        .or(notify)
+        .or(notify(&state))
         .unify()
-        .or(list_groups)
+        .or(list_groups(&state))
         .unify()
-        .or(get_group)
+        .or(get_group(&state))
         .unify()
-        .or(close_group)
+        .or(close_group(&state))
         .unify()
-        .or(close_user)
+        .or(close_user(&state))
         .unify()
-        .or(healthz)
+        .or(healthz())
         .unify()
-        .or(readyz)
+        .or(readyz(&state))
         .unify()
-        .or(herald_js)
+        .or(herald_js())
         .unify()
-        .or(demo)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(wrong_method(serves))
-        .unify()
-        .recover(handle_rejection)
+        .or(demo_page(&state))
         .unify();
-    observe(&observed, serves, routes)
+    if state.config.metrics_listen.is_some() {
+        observe(&state, api.recover(handle_rejection).unify())
+    } else {
+        let all = api.or(metrics(&state)).unify();
+        observe(&state, all.recover(handle_rejection).unify())
+    }
 }
 
 /// The `--metrics-listen` listener's routes: `GET /metrics` and nothing else.
 pub fn metrics_routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let with_state = state.clone();
-    let routes = warp::path!("metrics")
-        .and(warp::get())
-        .and(warp::any().map(move || with_state.clone()))
-        .and_then(|state| respond(api::health::metrics(state)))
-        .recover(handle_rejection)
-        .unify();
-    observe(&state, Serves::OnlyMetrics, routes)
+    let routes = metrics(&state).recover(handle_rejection).unify();
+    observe(&state, routes)
 }
 
-/// Which paths a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Serves {
-    /// The main listener without `--metrics-listen`.
-    All,
-    /// The main listener when `/metrics` has its own listener.
-    AllButMetrics,
-    /// The `--metrics-listen` listener.
-    OnlyMetrics,
+/// `GET /ws/{group}`: a WebSocket joined to the path's group. The name is checked before
+/// the handshake: a bad name is a 400, never an upgrade.
+fn ws_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/ws/{group}");
+    route.serve(
+        warp::path!("ws" / String)
+            .and(route.matched())
+            .and_then(group_param)
+            .and(with_state(state))
+            .and(upgrade::handshake())
+            .and(admission::client(state.clone()))
+            .and(warp::addr::remote())
+            .and_then(|group, state, hs, admission, remote| {
+                respond(upgrade::accept(state, Some(group), hs, admission, remote))
+            }),
+    )
 }
 
-/// Passes when `on`; otherwise rejects as an unknown path (404).
-fn serving(on: bool) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// `GET /ws`: a WebSocket that subscribes with frames.
+fn ws(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/ws");
+    route.serve(
+        warp::path!("ws")
+            .and(route.matched())
+            .and(with_state(state))
+            .and(upgrade::handshake())
+            .and(admission::client(state.clone()))
+            .and(warp::addr::remote())
+            .and_then(|state, hs, admission, remote| {
+                respond(upgrade::accept(state, None, hs, admission, remote))
+            }),
+    )
+}
+
+/// `POST /notify`, also counted in the notify metrics (every status, from the moment its
+/// path matched to the answer).
+fn notify(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::post("/notify");
+    let served = route.serve(
+        warp::path!("notify")
+            .and(route.matched())
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(json_body(state.config.max_body))
+            .and_then(|state, body| respond(api::notify::notify(state, body))),
+    );
+    let counted = state.clone();
     warp::any()
-        .and_then(move || async move {
-            if on {
-                Ok(())
-            } else {
-                Err(warp::reject::not_found())
-            }
+        .map(Instant::now)
+        .and(served)
+        .map(move |started: Instant, res: Response| {
+            let status = res.status().as_u16();
+            counted.metrics.notify_request(status, started.elapsed());
+            res
         })
-        .untuple_one()
+}
+
+/// `GET /groups`.
+fn list_groups(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/groups");
+    route.serve(
+        warp::path!("groups")
+            .and(route.matched())
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(query::<api::groups::ListQuery>())
+            .and_then(|state, q| respond(api::groups::list(state, q))),
+    )
+}
+
+/// `GET /groups/{group}`.
+fn get_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/groups/{group}");
+    route.serve(
+        warp::path!("groups" / String)
+            .and(route.matched())
+            .and_then(group_param)
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(query::<api::groups::ListQuery>())
+            .and_then(|g, state, q| respond(api::groups::get(g, state, q))),
+    )
+}
+
+/// `POST /groups/{group}/close`.
+fn close_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::post("/groups/{group}/close");
+    route.serve(
+        warp::path!("groups" / String / "close")
+            .and(route.matched())
+            .and_then(group_param)
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(json_body(state.config.max_body))
+            .and_then(|g, state, body| respond(api::groups::close(g, state, body))),
+    )
+}
+
+/// `POST /users/{user}/close`.
+fn close_user(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::post("/users/{user}/close");
+    route.serve(
+        warp::path!("users" / String / "close")
+            .and(route.matched())
+            .and_then(user_param)
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(json_body(state.config.max_body))
+            .and_then(|u, state, body| respond(api::users::close(u, state, body))),
+    )
+}
+
+/// `GET /healthz`.
+fn healthz() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/healthz");
+    route.serve(
+        warp::path!("healthz")
+            .and(route.matched())
+            .and_then(|| respond(api::health::healthz())),
+    )
+}
+
+/// `GET /readyz`.
+fn readyz(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/readyz");
+    route.serve(
+        warp::path!("readyz")
+            .and(route.matched())
+            .and(with_state(state))
+            .and_then(|state| respond(api::health::readyz(state))),
+    )
+}
+
+/// `GET /herald.js`: the browser client, embedded in the binary.
+fn herald_js() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/herald.js");
+    route.serve(
+        warp::path!("herald.js")
+            .and(route.matched())
+            .and(if_none_match())
+            .and_then(|etag| respond(api::assets::herald_js(etag))),
+    )
+}
+
+/// `GET /`: the demo page. With `--demo false` the path is not served at all, so every
+/// method gets the unknown-path 404 (never a 405 that would advertise it).
+fn demo_page(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/");
+    let on = state.config.demo;
+    route.serve(
+        warp::path::end()
+            .and(warp::any().and_then(move || async move {
+                if on {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            }))
+            .untuple_one()
+            .and(route.matched())
+            .and(if_none_match())
+            .and_then(|etag| respond(api::assets::demo_page(etag))),
+    )
+}
+
+/// `GET /metrics`.
+fn metrics(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/metrics");
+    route.serve(
+        warp::path!("metrics")
+            .and(route.matched())
+            .and(with_state(state))
+            .and_then(|state| respond(api::health::metrics(state))),
+    )
+}
+
+/// One route's identity: its template (the `route` label of the HTTP metrics and request
+/// spans, so never a raw path) and the one method it accepts.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    template: &'static str,
+    method: &'static str,
+}
+
+impl Route {
+    const fn get(template: &'static str) -> Self {
+        Self {
+            template,
+            method: "GET",
+        }
+    }
+
+    const fn post(template: &'static str) -> Self {
+        Self {
+            template,
+            method: "POST",
+        }
+    }
+
+    /// Goes right after the route's path filter: names the request span after the
+    /// template, then refuses any other method with 405 and an `Allow` header.
+    fn matched(self) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+        warp::method()
+            .and_then(move |method: Method| async move {
+                Template(self.template).enter();
+                if method.as_str() == self.method {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::MethodNotAllowed(
+                        self.method,
+                    )))
+                }
+            })
+            .untuple_one()
+    }
+
+    /// The finished route. A request whose path does not match passes on to the next
+    /// route; once the path matched, this route answers: every rejection after that point
+    /// is rendered by [`handle_rejection`], and the response carries the template.
+    fn serve<F>(self, route: F) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
+    where
+        F: Filter<Extract = (Response,), Error = Rejection> + Clone,
+    {
+        route
+            .recover(|rejection: Rejection| async move {
+                if rejection.is_not_found() {
+                    return Err(rejection);
+                }
+                Ok(handle_rejection(rejection)
+                    .await
+                    .unwrap_or_else(|e| match e {}))
+            })
+            .unify()
+            .map(move |mut res: Response| {
+                res.extensions_mut().insert(Template(self.template));
+                res
+            })
+    }
+}
+
+/// The `If-None-Match` header as text; a value that is not visible ASCII counts as
+/// absent (the full file is sent), so a revalidation header can never fail a request.
+fn if_none_match(
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        headers
+            .get(warp::http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
+/// Hands each request a clone of the state (one reference count).
+fn with_state(
+    state: &AppState,
+) -> impl Filter<Extract = (AppState,), Error = std::convert::Infallible> + Clone {
+    let state = state.clone();
+    warp::any().map(move || state.clone())
 }
 
 /// The query string parsed as `T`; a bad one is 400 `invalid_query`. Unlike
@@ -190,73 +335,17 @@ fn query<T: DeserializeOwned + Send + 'static>(
         })
 }
 
-/// The `If-None-Match` header as text; a value that is not visible ASCII counts as
-/// absent (the full file is sent), so a revalidation header can never fail a request.
-fn if_none_match(
-) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
-    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
-        headers
-            .get(warp::http::header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
-}
-
-/// A group name from the path, checked (400 `invalid_group`).
+/// A group name from the path, percent-decoded first (some clients encode `:`), then
+/// checked (400 `invalid_group`).
 async fn group_param(raw: String) -> Result<GroupName, Rejection> {
-    api::group_from_path(&raw).map_err(warp::reject::custom)
+    let decoded = percent_encoding::percent_decode_str(&raw).decode_utf8_lossy();
+    GroupName::parse(&decoded).map_err(|e| warp::reject::custom(ApiError::InvalidGroup(e)))
 }
 
-/// Every path a listener serves: its route template (the `route` label of the HTTP
-/// metrics and request spans, so never a raw path) and the one method it accepts (for
-/// `405` answers with an `Allow` header). Keep in step with the routes above (the
-/// bad-input e2e test checks every path).
-fn route(path: &str, serves: Serves) -> Option<(&'static str, &'static str)> {
-    let mut segments = path.trim_start_matches('/').split('/');
-    let segments = [
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ];
-    if serves == Serves::OnlyMetrics {
-        return (segments == [Some("metrics"), None, None, None]).then_some(("/metrics", "GET"));
-    }
-    Some(match segments {
-        [Some("ws"), None, ..] => ("/ws", "GET"),
-        [Some("ws"), Some(_), None, _] => ("/ws/{group}", "GET"),
-        [Some("notify"), None, ..] => ("/notify", "POST"),
-        [Some("groups"), None, ..] => ("/groups", "GET"),
-        [Some("groups"), Some(_), None, _] => ("/groups/{group}", "GET"),
-        [Some("groups"), Some(_), Some("close"), None] => ("/groups/{group}/close", "POST"),
-        [Some("users"), Some(_), Some("close"), None] => ("/users/{user}/close", "POST"),
-        [Some(""), None, ..] => ("/", "GET"),
-        [Some("herald.js"), None, ..] => ("/herald.js", "GET"),
-        [Some("healthz"), None, ..] => ("/healthz", "GET"),
-        [Some("readyz"), None, ..] => ("/readyz", "GET"),
-        [Some("metrics"), None, ..] if serves == Serves::All => ("/metrics", "GET"),
-        _ => return None,
-    })
-}
-
-/// The route template of `path`, or `unmatched` for a path no route serves.
-pub(super) fn template(path: &str, serves: Serves) -> &'static str {
-    route(path, serves).map_or("unmatched", |(template, _)| template)
-}
-
-/// Matches a known path requested with a method it does not accept (and nothing else),
-/// rejecting with `405` and the allowed method.
-fn wrong_method(serves: Serves) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path::full().and(warp::method()).and_then(
-        move |path: warp::path::FullPath, method: warp::http::Method| async move {
-            match route(path.as_str(), serves).map(|(_, allow)| allow) {
-                Some(allow) if allow != method.as_str() => {
-                    Err(warp::reject::custom(ApiError::MethodNotAllowed(allow)))
-                }
-                _ => Err(warp::reject::not_found()),
-            }
-        },
-    )
+/// A user id from the path, percent-decoded first, then checked (400 `invalid_user`).
+async fn user_param(raw: String) -> Result<UserId, Rejection> {
+    let decoded = percent_encoding::percent_decode_str(&raw).decode_utf8_lossy();
+    UserId::parse(&decoded).map_err(|e| warp::reject::custom(ApiError::InvalidUser(e)))
 }
 
 /// Adapts a handler's `Result<Response, ApiError>` to warp: errors become rejections

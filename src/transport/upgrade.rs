@@ -18,12 +18,10 @@ use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::admission::Admission;
+use super::admission::{self, Admission, Admitted};
 use super::session::Session;
 use crate::api::ApiError;
-use crate::auth::Grant;
 use crate::hub::Member;
-use crate::metrics::RejectReason;
 use crate::protocol::GroupName;
 use crate::state::AppState;
 
@@ -89,10 +87,11 @@ fn check_handshake(
     Ok(Handshake { key, on_upgrade })
 }
 
-/// Admits a connection: the token's right to the path's group (403), shutdown and
-/// connection-limit checks, then joins the personal group and the path's group *before*
-/// answering 101, so a notify sent as soon as the client sees the 101 already reaches it.
-/// The session task takes over once hyper hands over the socket.
+/// Answers an upgrade in three steps: admit (the token's right to the path's group,
+/// shutdown, the connection limit), open the session (joining the personal group and the
+/// path's group *before* answering, so a notify sent as soon as the client sees the 101
+/// already reaches it), then start the session task and answer 101. The task takes over
+/// once hyper hands over the socket.
 pub async fn accept(
     state: AppState,
     group: Option<GroupName>,
@@ -100,44 +99,26 @@ pub async fn accept(
     admission: Admission,
     remote: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    // Claims only come from the verifier, so its leeway (whole seconds) is the one that
-    // applied to `exp` at the door and now times the connection's expiry.
-    let leeway = state
-        .verifier
-        .as_ref()
-        .map(|v| v.leeway())
-        .unwrap_or_default();
-    let prefix = &state.config.personal_group_prefix;
-    let grant = admission.claims.map(|c| Grant::new(c, prefix, leeway));
-    if let (Some(grant), Some(group)) = (&grant, &group) {
-        grant.check_join(group).map_err(|e| {
-            state.metrics.connection_rejected(RejectReason::Forbidden);
-            ApiError::Forbidden(e.to_string())
-        })?;
-    }
-    if state.shutdown.is_cancelled() {
-        state
-            .metrics
-            .connection_rejected(RejectReason::ShuttingDown);
-        return Err(ApiError::ShuttingDown);
-    }
-    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
-        state.metrics.connection_rejected(RejectReason::Limit);
-        ApiError::TooManyConnections
-    })?;
+    let admitted = admission::admit(&state, group.as_ref(), admission.claims)
+        .map_err(|refusal| refusal.counted(&state.metrics))?;
+    let answer = switching_protocols(&hs.key, admission.protocol)?;
+    let session = open_session(&state, admitted, group, remote).await?;
+    state.metrics.connections_accepted.inc();
+    start_session(&state, session, hs.on_upgrade);
+    Ok(answer)
+}
 
-    let id = state.next_conn_id();
-    // A child of the upgrade's request span, so its lines carry the request id too.
-    let span = tracing::info_span!(
-        "conn",
-        conn = id,
-        user = grant
-            .as_ref()
-            .map(|g| tracing::field::display(g.user().clone())),
-        remote = remote.map(tracing::field::display),
-    );
+/// The connection's member and session, joined to its personal group and `group`. If a
+/// join fails the session leaves what it joined and the upgrade fails (503).
+async fn open_session(
+    state: &AppState,
+    admitted: Admitted,
+    group: Option<GroupName>,
+    remote: Option<SocketAddr>,
+) -> Result<Session, ApiError> {
+    let Admitted { grant, permit } = admitted;
     let member = Member::for_user(
-        id,
+        state.next_conn_id(),
         state.config.send_queue as usize,
         state.shutdown.child_token(),
         grant.as_ref().map(|g| g.user().clone()),
@@ -151,49 +132,59 @@ pub async fn accept(
         }
     }
     .await;
-    if let Err(e) = joined {
-        session.abandon().await;
-        return Err(e.into());
+    match joined {
+        Ok(()) => Ok(session),
+        Err(e) => {
+            session.abandon().await;
+            Err(e.into())
+        }
     }
-    state.metrics.connections_accepted.inc();
+}
 
+/// Spawns the session task (tracked, so shutdown waits for it): it wraps the socket hyper
+/// hands over after the 101 in a small-buffer [`WebSocketConfig`] and runs the session.
+fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(state.config.max_frame as usize))
         .max_frame_size(Some(state.config.max_frame as usize));
-    let on_upgrade = hs.on_upgrade;
+    // Created here, inside the upgrade request's span, so its lines carry the request id.
+    let span = session.span();
     state.sessions.spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
-                    session.run(ws).await;
+                    let io = TokioIo::new(upgraded);
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config));
+                    session.run(ws.await).await;
                 }
                 Err(e) => {
-                    tracing::debug!(conn = id, error = %e, "upgrade failed");
+                    tracing::debug!(error = %e, "upgrade failed");
                     session.abandon().await;
                 }
             }
         }
         .instrument(span),
     );
+}
 
+/// The 101 answer: `Sec-WebSocket-Accept` for the client's `key` and, when the client
+/// offered one, the bearer subprotocol echoed back.
+fn switching_protocols(
+    key: &HeaderValue,
+    protocol: Option<HeaderValue>,
+) -> Result<Response, ApiError> {
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = res.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let accept = derive_accept_key(hs.key.as_bytes());
+    let accept = derive_accept_key(key.as_bytes());
     headers.insert(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).map_err(|_| ApiError::Internal)?,
     );
-    if let Some(protocol) = admission.protocol {
+    if let Some(protocol) = protocol {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
     Ok(res)

@@ -81,6 +81,9 @@ async fn with_demo_off_the_root_is_a_404_and_herald_js_is_still_served() {
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
+    // Not served at all: no 405 for another method either.
+    let res = app.http.post(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
     let res = app.http.get(app.url("/herald.js")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
