@@ -97,3 +97,21 @@ async fn the_page_and_the_client_need_no_token_when_auth_is_on() {
         assert_eq!(res.status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn with_api_listen_the_page_and_the_client_stay_on_the_public_listener() {
+    let app = spawn_app_with(|c| c.api_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let api = app.api_addr.expect("api listener");
+
+    for path in ["/", "/herald.js"] {
+        let public = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(public.status(), 200, "{path} on --listen");
+        let private = app
+            .http
+            .get(format!("http://{api}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(private.status(), 404, "{path} on --api-listen");
+    }
+}
