@@ -5,6 +5,7 @@ mod helpers;
 mod process;
 mod redis_server;
 
+mod assets;
 mod auth;
 mod backpressure;
 mod bad_input;
