@@ -82,10 +82,45 @@ pub struct Config {
     #[arg(long, env = "HERALD_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub client_publish: bool,
 
+    /// Serve the demo page at `GET /` (join a group, watch notifications arrive, send
+    /// one). `false` makes `/` a 404; `/herald.js` is always served.
+    #[arg(long, env = "HERALD_DEMO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub demo: bool,
+
     /// Serve `GET /metrics` (Prometheus) on this separate address instead of `--listen`,
     /// e.g. to keep it off a public port. Unset: `/metrics` is on the main listener.
     #[arg(long, env = "HERALD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Serve the backend API (`POST /notify`, `/groups…`, `/users/{user}/close`) on this
+    /// separate address only, e.g. a private interface, so that public traffic on
+    /// `--listen` can never crowd out backends. Unset: the API is on `--listen`.
+    #[arg(long, env = "HERALD_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// How long a client may take to send a whole HTTP request head, counted from its
+    /// first byte (or from connecting), not per read; slower connections are closed.
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// How long a client may take to send a request body; past it the answer is 408.
+    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_body_timeout: Duration,
+
+    /// How long a kept-alive HTTP connection may wait for its next request.
+    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most plain-HTTP connections (everything but WebSockets) at once, per listener.
+    /// At the cap a new connection takes the slot of the one that has waited longest
+    /// for a request; when every connection is busy with a request, it gets 503.
+    #[arg(long, env = "HERALD_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections: u32,
+
+    /// Largest HTTP request head (request line and headers), in bytes; larger ones get
+    /// 431. Bounds the memory an unfinished head can hold.
+    #[arg(long, env = "HERALD_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub max_header_bytes: u32,
 
     /// Log format: `text` for people, `json` for log pipelines. Filter with `RUST_LOG`.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -190,6 +225,20 @@ impl std::str::FromStr for Secret {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Self(s.to_owned()))
+    }
+}
+
+impl Config {
+    /// The limits every plain-HTTP connection is served with.
+    pub fn http_limits(&self) -> crate::transport::HttpLimits {
+        crate::transport::HttpLimits {
+            deadlines: crate::transport::ReadDeadlines {
+                header: self.http_header_timeout,
+                idle: self.http_idle_timeout,
+            },
+            max_head_bytes: self.max_header_bytes as usize,
+            max_connections: self.max_http_connections as usize,
+        }
     }
 }
 
@@ -299,6 +348,15 @@ mod tests {
         assert_eq!(parse_bytes("512"), Ok(512));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("-1MiB").is_err());
+    }
+
+    #[test]
+    fn the_demo_page_is_on_unless_turned_off() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["herald"], args].concat());
+        assert!(parse(&[]).unwrap().demo);
+        assert!(parse(&["--demo"]).unwrap().demo);
+        assert!(!parse(&["--demo", "false"]).unwrap().demo);
+        assert!(parse(&["--demo", "maybe"]).is_err());
     }
 
     #[test]

@@ -21,9 +21,11 @@
 //!   `broker::history` decides what a resuming client gets.
 //! - [`node`]: joins and leaves kept in step with the broker (a group is watched while
 //!   it has local members).
-//! - [`transport`]: warp routes (one table), admission, the WebSocket upgrade, one
-//!   session task per connection and the client commands it runs.
-//! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
+//! - [`transport`]: warp routes (one table) served over HTTP/1.1 with read deadlines and
+//!   connection caps (`transport::http`), admission, the WebSocket upgrade, one session
+//!   task per connection and the client commands it runs.
+//! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON;
+//!   `api::assets` serves the embedded browser client (`/herald.js`) and demo page (`/`).
 //!
 //! # Flows
 //! - **notify**: `transport::routes` matches `POST /notify` → `transport::admission`
@@ -45,9 +47,9 @@
 //!   `node.resume` joins first (live frames queue up), reads the broker's history after,
 //!   `broker::history::replay` keeps what precedes the join → `subscribed` and the
 //!   replay are put in front of the member's queue.
-//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
-//!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
-//!   `--drain-timeout` passed.
+//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → the
+//!   listeners stop accepting, idle HTTP connections close at once, every session sends
+//!   1012 and ends → `run` returns once all ended or `--drain-timeout` passed.
 
 #![forbid(unsafe_code)]
 

@@ -57,6 +57,9 @@ pub enum ApiError {
     /// Body over `--max-body`.
     #[error("request body is larger than {0} bytes (--max-body)")]
     PayloadTooLarge(u32),
+    /// The body did not arrive within `--http-body-timeout`.
+    #[error("the request body did not arrive within --http-body-timeout")]
+    BodyTimeout,
     /// Body not declared as `application/json`.
     #[error("request body must be sent with Content-Type: application/json")]
     UnsupportedMediaType,
@@ -97,6 +100,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::TooManyConnections | Self::ShuttingDown | Self::Unavailable(_) => {
@@ -124,6 +128,7 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::BodyTimeout => "request_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UpgradeRequired(_) => "upgrade_required",
             Self::TooManyConnections => "too_many_connections",
