@@ -25,10 +25,13 @@ async fn main() -> ExitCode {
         Some(v) => tracing::info!(algorithm = ?v.algorithm(), "authentication on: every WebSocket and API call needs a bearer token"),
         None => tracing::warn!("authentication OFF: no JWT key configured (--jwt-secret, --jwt-secret-file, --jwt-public-key-file); anyone who can reach herald may connect and call the API"),
     }
+    // Handlers first, then the "listening" line: a SIGTERM sent as soon as that line
+    // appears must shut down gracefully.
+    let signal = shutdown::signal();
     match server.local_addr() {
         Ok(addr) => tracing::info!(%addr, "listening"),
         Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
     }
-    server.run(shutdown::signal()).await;
+    server.run(signal).await;
     ExitCode::SUCCESS
 }
