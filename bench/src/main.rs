@@ -14,6 +14,7 @@ mod latency;
 mod procfs;
 mod publish;
 mod report;
+mod soak;
 mod subs;
 mod summary;
 mod target;
@@ -47,6 +48,8 @@ enum Command {
     Conns(conns::ConnsArgs),
     /// POST /notify throughput into a group with no members.
     Ingest(ingest::IngestArgs),
+    /// Many connections for minutes: steady notifies, churn; hub RSS and gauge stay flat?
+    Soak(soak::SoakArgs),
     /// Several hubs behind a shared broker (reserved).
     Cluster,
     /// Regenerate the BENCHMARKS.md table from a bench/run.sh results file.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
             Command::Fanout(a) => fanout::run(a).await,
             Command::Conns(a) => conns::run(a).await,
             Command::Ingest(a) => ingest::run(a).await,
+            Command::Soak(a) => soak::run(a).await,
             Command::Cluster | Command::Summary(_) => unreachable!("handled above"),
         }
     });
