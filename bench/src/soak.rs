@@ -141,7 +141,9 @@ pub async fn run(a: SoakArgs) -> Result<Report, String> {
             churn: churn.clone(),
             stop: stop.clone(),
         };
-        let first = period.map_or(Duration::ZERO, |_| Duration::from_secs_f64(j as f64 / per_second));
+        let first = period.map_or(Duration::ZERO, |_| {
+            Duration::from_secs_f64(j as f64 / per_second)
+        });
         churn_tasks.spawn(churner.run(first, period, begin_rx.clone()));
     }
     while churn.opened.load(Relaxed) + churn.failed.load(Relaxed) < churners as u64
@@ -208,7 +210,11 @@ pub async fn run(a: SoakArgs) -> Result<Report, String> {
 
     let rss_start = samples.first().map_or(rss_before, |s| s.rss_kib);
     let rss_end = samples.last().map_or(rss_before, |s| s.rss_kib);
-    let rss_max = samples.iter().map(|s| s.rss_kib).max().unwrap_or(rss_before);
+    let rss_max = samples
+        .iter()
+        .map(|s| s.rss_kib)
+        .max()
+        .unwrap_or(rss_before);
     let slope = slope_kib_per_min(&samples);
     let gauges: Vec<u64> = samples.iter().filter_map(|s| s.gauge).collect();
     let (gauge_min, gauge_max) = (gauges.iter().min(), gauges.iter().max());
@@ -256,7 +262,13 @@ pub async fn run(a: SoakArgs) -> Result<Report, String> {
     );
     report.row(
         "notifies sent (202)",
-        format!("{}/{} ({} non-202, {} errors)", thousands(sent), thousands(notifies), published.non_202, published.errors),
+        format!(
+            "{}/{} ({} non-202, {} errors)",
+            thousands(sent),
+            thousands(notifies),
+            published.non_202,
+            published.errors
+        ),
     );
     report.row(
         "steady deliveries",
