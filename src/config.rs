@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub client_publish: bool,
 
+    /// Serve the demo page at `GET /` (join a group, watch notifications arrive, send
+    /// one). `false` makes `/` a 404; `/herald.js` is always served.
+    #[arg(long, env = "HERALD_DEMO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub demo: bool,
+
     /// Serve `GET /metrics` (Prometheus) on this separate address instead of `--listen`,
     /// e.g. to keep it off a public port. Unset: `/metrics` is on the main listener.
     #[arg(long, env = "HERALD_METRICS_LISTEN")]
@@ -247,6 +252,15 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(120));
         assert!(c.client_publish);
         assert_eq!(c.send_queue, 8);
+    }
+
+    #[test]
+    fn the_demo_page_is_on_unless_turned_off() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["herald"], args].concat());
+        assert!(parse(&[]).unwrap().demo);
+        assert!(parse(&["--demo"]).unwrap().demo);
+        assert!(!parse(&["--demo", "false"]).unwrap().demo);
+        assert!(parse(&["--demo", "maybe"]).is_err());
     }
 
     #[test]

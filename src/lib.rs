@@ -20,7 +20,8 @@
 //! - [`transport`]: warp routes (one table) served over HTTP/1.1 with read deadlines and
 //!   connection caps (`transport::http`), admission, the WebSocket upgrade, one session
 //!   task per connection and the client commands it runs.
-//! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
+//! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON;
+//!   `api::assets` serves the embedded browser client (`/herald.js`) and demo page (`/`).
 //!
 //! # Flows
 //! - **notify**: `transport::routes` matches `POST /notify` → `transport::admission`

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod assets;
 mod auth;
 mod backpressure;
 mod bad_input;
