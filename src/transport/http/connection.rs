@@ -51,11 +51,12 @@ pub(super) async fn serve(
         .header_read_timeout(None);
     let conn = builder.serve_connection(io, handler).with_upgrades();
     let mut conn = std::pin::pin!(conn);
+    let mut evicted = false;
     let ended = tokio::select! {
         ended = conn.as_mut() => ended,
         () = activity.evict.cancelled() => {
             tracing::debug!(%remote, "evicted while waiting for a request (--max-http-connections)");
-            metrics.closed(HttpClose::Evicted);
+            evicted = true;
             Ok(())
         }
         () = shutdown.cancelled() => {
@@ -69,11 +70,14 @@ pub(super) async fn serve(
         }
     };
     // A passed deadline also surfaces as an error when hyper was inside a head; count
-    // the deadline, which is the cause.
-    if let Some(deadline) = activity.passed_deadline() {
-        metrics.closed(deadline);
-    } else if ended.as_ref().is_err_and(hyper::Error::is_parse_too_large) {
-        metrics.closed(HttpClose::HeadTooLarge);
+    // the deadline, which is the cause. One reason per connection.
+    let too_large = ended.as_ref().is_err_and(hyper::Error::is_parse_too_large);
+    let cut_off = evicted
+        .then_some(HttpClose::Evicted)
+        .or_else(|| activity.passed_deadline())
+        .or(too_large.then_some(HttpClose::HeadTooLarge));
+    if let Some(why) = cut_off {
+        metrics.closed(why);
     }
     if let Err(e) = ended {
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
