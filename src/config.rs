@@ -62,6 +62,21 @@ pub struct Config {
     #[arg(long, env = "HERALD_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub write_timeout: Duration,
 
+    /// Notifications each group keeps for clients that resume with `since` (the latest
+    /// ones). 0 turns history off.
+    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub history_size: u32,
+
+    /// How long a group's history is kept after its last notification (a group without
+    /// members also forgets its offset then, and starts a new epoch). 0 turns history off.
+    #[arg(long, env = "HERALD_HISTORY_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub history_ttl: Duration,
+
+    /// Most bytes the history of all groups may hold together (frames plus bookkeeping);
+    /// past it the oldest entries go first. Takes `KiB`, `MiB` and `GiB` suffixes.
+    #[arg(long, env = "HERALD_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub history_max_bytes: u64,
+
     /// Let members send `{"type":"publish",...}` frames to their groups. Off by default:
     /// normally only backends publish, through `POST /notify`.
     #[arg(long, env = "HERALD_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -154,6 +169,27 @@ pub struct Config {
     #[arg(long, env = "HERALD_PERSONAL_GROUP_PREFIX", default_value = "user:")]
     pub personal_group_prefix: String,
 
+    /// Redis URL (`redis://host:6379/0`; a password in it is never printed): selects the
+    /// Redis broker, so several herald nodes share groups. With `--redis-cluster`, a
+    /// comma-separated list of seed nodes. Unset: the embedded single-node broker.
+    #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Treat `--redis-url` as a Redis Cluster and use sharded pub/sub (SPUBLISH /
+    /// SSUBSCRIBE), so fan-out traffic spreads over the shards.
+    #[arg(long, env = "HERALD_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", requires = "redis_url")]
+    pub redis_cluster: bool,
+
+    /// Namespace of every Redis key and channel herald uses (no `{` or `}`).
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald:", value_parser = parse_redis_prefix)]
+    pub redis_prefix: String,
+
+    /// How long a node's subscriber counts stay in Redis after its last heartbeat (it
+    /// refreshes them every third of this): a node that dies drops out of the
+    /// cluster-wide counts within this time.
+    #[arg(long, env = "HERALD_REDIS_NODE_TTL", default_value = "15s", value_parser = parse_node_ttl)]
+    pub redis_node_ttl: Duration,
+
     /// Comma-separated origins allowed to open WebSockets, `*` matching any part of a
     /// host or port (`https://*.example.com,http://localhost:*`). Unset: every origin.
     /// Requests without `Origin` (non-browser clients) are always allowed.
@@ -220,6 +256,43 @@ pub enum LogFormat {
     Json,
 }
 
+impl Config {
+    /// The history settings brokers apply.
+    pub fn history(&self) -> crate::broker::HistorySettings {
+        crate::broker::HistorySettings {
+            size: self.history_size as usize,
+            ttl: self.history_ttl,
+            max_bytes: usize::try_from(self.history_max_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A byte count: a whole number with an optional `KiB`, `MiB` or `GiB` suffix.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .into_iter()
+        .find_map(|(suffix, unit)| s.strip_suffix(suffix).map(|n| (n.trim(), unit)))
+        .unwrap_or((s, 1));
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("expected a byte count such as 1048576 or 256MiB, got {s:?}"))
+}
+
+fn parse_redis_prefix(s: &str) -> Result<String, String> {
+    crate::broker::redis::Keys::check_prefix(s).map(|()| s.to_owned())
+}
+
+fn parse_node_ttl(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
@@ -252,6 +325,29 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(120));
         assert!(c.client_publish);
         assert_eq!(c.send_queue, 8);
+        assert_eq!(c.history_size, 100);
+        assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(c.history_max_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn history_flags_parse_byte_suffixes_and_zero() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--history-size",
+            "0",
+            "--history-ttl",
+            "0s",
+            "--history-max-bytes",
+            "2KiB",
+        ])
+        .unwrap();
+        assert_eq!((c.history_size, c.history_max_bytes), (0, 2048));
+        assert!(!c.history().is_on());
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1MiB").is_err());
     }
 
     #[test]

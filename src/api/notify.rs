@@ -7,8 +7,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{body, json, ApiError};
-use crate::hub::Audience;
-use crate::protocol::{EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, UserId};
+use crate::protocol::{
+    EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, Publication, UserId,
+};
 use crate::state::AppState;
 
 /// Most groups one notify may target.
@@ -18,7 +19,7 @@ pub const MAX_TARGET_GROUPS: usize = 100;
 pub const MAX_TARGET_USERS: usize = 1000;
 
 /// Publishes the event to each target group (only to the listed users' connections when
-/// `users` is given) and reports offsets and local recipients.
+/// `users` is given) and reports offsets and recipients (see `broker` for what they count).
 pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
     let req: NotifyRequest = body::parse(&raw)?;
     let (targets, single) = targets(req.group, req.groups)?;
@@ -27,15 +28,22 @@ pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
         None => EventName::default_event(),
     };
     let users = req.users.map(users).transpose()?;
-    let audience = users.as_ref().map_or(Audience::Everyone, Audience::Users);
 
     let mut deliveries = Vec::with_capacity(targets.len());
-    for group in &targets {
-        let published = state.publish(group, &event, &req.data, audience).await?;
+    for group in targets {
+        let publication = Publication {
+            group: group.clone(),
+            event: event.clone(),
+            offset: 0,
+            epoch: Default::default(),
+            users: users.clone(),
+            data: req.data.clone(),
+        };
+        let published = state.publish(publication).await?;
         deliveries.push(GroupDelivery {
             group: group.to_string(),
             offset: published.offset,
-            recipients: published.fanout.queued,
+            recipients: published.recipients,
         });
     }
     let recipients = deliveries.iter().map(|d| d.recipients).sum();

@@ -6,10 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{CloseCode, UserId};
+use crate::protocol::{Close, CloseCode, UserId};
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
@@ -20,7 +19,7 @@ pub enum Outbound {
     /// A complete, encoded WebSocket frame shared with other recipients.
     Frame(Bytes),
     /// Close with this frame once everything queued before it is written.
-    Close(CloseFrame),
+    Close(Close),
 }
 
 /// The hub's handle to one connection. Cheap to clone: one `Arc`.
@@ -51,7 +50,7 @@ struct State {
     /// When the queue last went from empty to non-empty (delivery-lag metric).
     since: Option<Instant>,
     /// First close requested wins; `None` with a cancelled token means shutdown.
-    close: Option<CloseFrame>,
+    close: Option<Close>,
     /// The session has ended; nothing more is queued.
     ended: bool,
 }
@@ -119,9 +118,37 @@ impl Member {
         self.push(Outbound::Frame(frame.clone()), at)
     }
 
+    /// Puts `frames` in front of everything queued, in order: a resume's `subscribed`
+    /// frame and replayed notifications go before the live ones queued since the join.
+    /// The queue bound still applies: frames that do not fit close the connection as a
+    /// slow consumer, exactly as live ones would.
+    pub fn prepend(&self, frames: Vec<Bytes>) -> Delivery {
+        let mut state = self.state();
+        if state.ended {
+            return Delivery::Gone;
+        }
+        if state.queue.len() + frames.len() > self.0.capacity {
+            drop(state);
+            self.close_now(CloseCode::SLOW_CONSUMER.frame());
+            return Delivery::Slow;
+        }
+        if frames.is_empty() {
+            return Delivery::Queued;
+        }
+        if state.queue.is_empty() {
+            state.since = Some(Instant::now());
+        }
+        for frame in frames.into_iter().rev() {
+            state.queue.push_front(Outbound::Frame(frame));
+        }
+        drop(state);
+        self.0.ready.notify_one();
+        Delivery::Queued
+    }
+
     /// Closes after the frames already queued have been written; if the queue is full,
     /// closes at once with the same frame.
-    pub fn close_after_queued(&self, frame: CloseFrame) {
+    pub fn close_after_queued(&self, frame: Close) {
         if self.push(Outbound::Close(frame.clone()), Instant::now()) == Delivery::Slow {
             self.close_now(frame);
         }
@@ -151,7 +178,7 @@ impl Member {
     }
 
     /// Closes at once, dropping whatever is still queued. The first close requested wins.
-    pub fn close_now(&self, frame: CloseFrame) {
+    pub fn close_now(&self, frame: Close) {
         self.state().close.get_or_insert(frame);
         self.0.token.cancel();
     }
@@ -163,7 +190,7 @@ impl Member {
 
     /// Once [`Member::closing`] resolved: the frame requested with [`Member::close_now`],
     /// or `None` when the server is shutting down.
-    pub fn requested_close(&self) -> Option<CloseFrame> {
+    pub fn requested_close(&self) -> Option<Close> {
         self.state().close.clone()
     }
 
@@ -220,6 +247,22 @@ mod tests {
         m.try_deliver(&frame());
         m.ready().await;
         assert_eq!(m.take(), VecDeque::from([Outbound::Frame(frame())]));
+    }
+
+    #[tokio::test]
+    async fn prepend_goes_first_and_respects_the_bound() {
+        let m = Member::new(1, 3, CancellationToken::new());
+        m.try_deliver(&Bytes::from_static(b"live"));
+        let resumed = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        assert_eq!(m.prepend(resumed), Delivery::Queued);
+        m.ready().await;
+        let order: Vec<Outbound> = m.take().into_iter().collect();
+        let text = |b: &'static [u8]| Outbound::Frame(Bytes::from_static(b));
+        assert_eq!(order, [text(b"a"), text(b"b"), text(b"live")]);
+        m.try_deliver(&frame());
+        assert_eq!(m.prepend(vec![frame(), frame(), frame()]), Delivery::Slow);
+        m.closing().await;
+        assert_eq!(m.requested_close(), Some(CloseCode::SLOW_CONSUMER.frame()));
     }
 
     #[tokio::test]

@@ -4,18 +4,22 @@
 //! Change a field here and change `openapi.yaml` and the README in the same commit.
 
 pub mod close;
+pub mod epoch;
 pub mod frame;
 pub mod http;
 pub mod name;
+pub mod publication;
 pub mod wire;
 
-pub use close::CloseCode;
+pub use close::{Close, CloseCode};
+pub use epoch::{Epoch, InvalidEpoch, Position, Resume};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
     CloseRequest, Closed, GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyRequest,
     NotifyResponse,
 };
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
+pub use publication::Publication;
 pub use wire::encode_notify;
 
 /// A group's position: the offset of the last notification sent to it (0 = none yet).

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod process;
+mod redis_server;
 
 mod assets;
 mod auth;
@@ -9,10 +11,17 @@ mod backpressure;
 mod bad_input;
 mod close;
 mod docs;
+mod history;
+mod history_api;
 mod http_hygiene;
 mod limits;
+mod memory;
 mod metrics;
 mod notify;
 mod properties;
+mod redis;
+mod redis_cluster;
+mod redis_history;
+mod resume_seam;
 mod shutdown;
 mod subscribe;
