@@ -74,6 +74,62 @@ impl RejectReason {
     }
 }
 
+/// Why herald closed or refused a plain-HTTP connection
+/// (`herald_http_connections_closed_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpClose {
+    /// The request head did not arrive whole within `--http-header-timeout`.
+    HeaderTimeout,
+    /// A kept-alive connection sent no request within `--http-idle-timeout`.
+    IdleTimeout,
+    /// A request body did not arrive within `--http-body-timeout` (answered 408).
+    BodyTimeout,
+    /// The request head outgrew `--max-header-bytes` (answered 431).
+    HeadTooLarge,
+    /// Evicted while waiting for a request, to make room at `--max-http-connections`.
+    Evicted,
+    /// Refused with 503: every slot of `--max-http-connections` was busy.
+    Refused,
+}
+
+impl HttpClose {
+    const ALL: [Self; 6] = [
+        Self::HeaderTimeout,
+        Self::IdleTimeout,
+        Self::BodyTimeout,
+        Self::HeadTooLarge,
+        Self::Evicted,
+        Self::Refused,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::HeaderTimeout => "header_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::BodyTimeout => "body_timeout",
+            Self::HeadTooLarge => "head_too_large",
+            Self::Evicted => "evicted",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// The plain-HTTP connection metrics, cloned into every listener's serving loop.
+#[derive(Debug, Clone)]
+pub struct HttpConnectionMetrics {
+    /// `herald_http_connections`: open plain-HTTP connections (those holding a
+    /// `--max-http-connections` slot; an upgraded WebSocket leaves it).
+    pub open: IntGauge,
+    closed: IntCounterVec,
+}
+
+impl HttpConnectionMetrics {
+    /// Counts a connection herald closed or refused.
+    pub fn closed(&self, why: HttpClose) {
+        self.closed.with_label_values(&[why.label()]).inc();
+    }
+}
+
 /// How a connection ended, for `herald_disconnects_total{code}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
@@ -150,6 +206,8 @@ pub struct Metrics {
     client_frames: IntCounterVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    /// Open plain-HTTP connections, and those herald cut off and why.
+    pub http_connections: HttpConnectionMetrics,
     /// `herald_broker_publish_errors_total`: publishes the broker failed.
     pub broker_publish_errors: IntCounter,
     /// `herald_broker_reconnects_total`: broker reconnections (Redis).
@@ -257,6 +315,20 @@ impl Metrics {
                 "route",
                 REQUEST_BUCKETS,
             ),
+            http_connections: HttpConnectionMetrics {
+                open: reg.gauge(
+                    "herald_http_connections",
+                    "Open plain-HTTP connections (not WebSockets), over every listener.",
+                ),
+                closed: reg.counter_vec(
+                    "herald_http_connections_closed_total",
+                    "Plain-HTTP connections herald closed or refused, by reason: \
+                     header_timeout, idle_timeout, body_timeout (408), head_too_large (431), \
+                     evicted and refused (503) at --max-http-connections.",
+                    "reason",
+                    HttpClose::ALL.map(HttpClose::label),
+                ),
+            },
             broker_publish_errors: reg.counter(
                 "herald_broker_publish_errors_total",
                 "Publishes the broker failed.",
@@ -469,6 +541,9 @@ mod tests {
             r#"herald_messages_dropped_total{reason="closed"} 0"#,
             r#"herald_disconnects_total{code="application"} 0"#,
             r#"herald_client_frames_total{type="invalid"} 0"#,
+            r#"herald_http_connections_closed_total{reason="header_timeout"} 0"#,
+            r#"herald_http_connections_closed_total{reason="refused"} 0"#,
+            "herald_http_connections 0",
             r#"herald_history_recoveries_total{outcome="gap"} 0"#,
             "herald_history_bytes 0",
             "herald_build_info{version=",

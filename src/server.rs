@@ -93,6 +93,7 @@ impl Server {
                 limits,
                 state.shutdown.clone(),
                 http_connections.clone(),
+                state.metrics.http_connections.clone(),
             )
         };
         let mut listeners = vec![tokio::spawn(serve(

@@ -15,6 +15,7 @@ mod latency;
 mod procfs;
 mod publish;
 mod report;
+mod soak;
 mod subs;
 mod summary;
 mod target;
@@ -48,6 +49,8 @@ enum Command {
     Conns(conns::ConnsArgs),
     /// POST /notify throughput into a group with no members.
     Ingest(ingest::IngestArgs),
+    /// Many connections for minutes: steady notifies, churn; hub RSS and gauge stay flat?
+    Soak(soak::SoakArgs),
     /// Two hubs on one Redis: subscribers on both, notifies through the first; loss and
     /// cross-node latency.
     Cluster(cluster::ClusterArgs),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
             Command::Fanout(a) => fanout::run(a).await,
             Command::Conns(a) => conns::run(a).await,
             Command::Ingest(a) => ingest::run(a).await,
+            Command::Soak(a) => soak::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
             Command::Summary(_) => unreachable!("handled above"),
         }

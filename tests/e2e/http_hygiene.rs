@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app, spawn_app_with, WAIT};
+use herald::Config;
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp, WAIT};
 
 /// A raw TCP client, for requests no HTTP library would send.
 struct Raw(TcpStream);
@@ -97,9 +99,82 @@ impl Raw {
 
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: herald\r\n\r\n";
 
+/// Serves `/metrics` on a listener of its own, so scraping takes no slot on `--listen`.
+fn with_metrics_listener(c: &mut Config) {
+    c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+}
+
+/// The HTTP connection metrics of one scrape.
+struct HttpMetrics(String);
+
+impl HttpMetrics {
+    /// Scrapes on a connection herald closes after the answer (`connection: close`), so
+    /// the scrape itself never waits idle or gets evicted.
+    async fn scrape(app: &TestApp) -> Self {
+        let addr = app.metrics_addr.expect("started with_metrics_listener");
+        let mut raw = Raw::connect(addr).await;
+        raw.send(b"GET /metrics HTTP/1.1\r\nhost: herald\r\nconnection: close\r\n\r\n")
+            .await;
+        let res = raw.response().await;
+        assert_eq!(res.status, 200);
+        Self(String::from_utf8(res.body).unwrap())
+    }
+
+    fn series(&self, series: &str) -> u64 {
+        let line = self
+            .0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} missing from\n{}", self.0));
+        line.parse().unwrap()
+    }
+
+    /// `herald_http_connections_closed_total{reason}`.
+    fn closed(&self, reason: &str) -> u64 {
+        self.series(&format!(
+            "herald_http_connections_closed_total{{reason=\"{reason}\"}}"
+        ))
+    }
+
+    /// `herald_http_connections` (the scraping connection included).
+    fn open(&self) -> u64 {
+        self.series("herald_http_connections")
+    }
+
+    /// Every reason's count, to compare before and after.
+    fn all_closed(&self) -> Vec<(&'static str, u64)> {
+        REASONS.iter().map(|r| (*r, self.closed(r))).collect()
+    }
+}
+
+const REASONS: [&str; 6] = [
+    "header_timeout",
+    "idle_timeout",
+    "body_timeout",
+    "head_too_large",
+    "evicted",
+    "refused",
+];
+
+/// Asserts that from `before` to `after` exactly `reason` moved, and by `delta`.
+fn assert_only_moved(before: &HttpMetrics, after: &HttpMetrics, reason: &str, delta: u64) {
+    for ((r, b), (_, a)) in before.all_closed().into_iter().zip(after.all_closed()) {
+        let want = if r == reason { b + delta } else { b };
+        assert_eq!(
+            a, want,
+            "herald_http_connections_closed_total{{reason=\"{r}\"}}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_request_head_that_never_ends_is_cut_off_at_the_header_timeout() {
-    let app = spawn_app_with(|c| c.http_header_timeout = Duration::from_millis(500)).await;
+    let app = spawn_app_with(|c| {
+        c.http_header_timeout = Duration::from_millis(500);
+        with_metrics_listener(c);
+    })
+    .await;
+    let before = HttpMetrics::scrape(&app).await;
     let mut silent = Raw::connect(app.addr).await;
     let mut half = Raw::connect(app.addr).await;
     half.send(b"GET /healthz HTTP/1.1\r\nhost: her").await;
@@ -112,6 +187,10 @@ async fn a_request_head_that_never_ends_is_cut_off_at_the_header_timeout() {
         half.closed_within(WAIT).await,
         "a half-sent head stayed open"
     );
+    let after = HttpMetrics::scrape(&app).await;
+    assert_only_moved(&before, &after, "header_timeout", 2);
+    // Only the scrape's own connection is left open.
+    assert_eq!(after.open(), 1);
 }
 
 #[tokio::test]
@@ -141,7 +220,12 @@ async fn a_header_dribbled_byte_by_byte_does_not_extend_the_deadline() {
 
 #[tokio::test]
 async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
-    let app = spawn_app_with(|c| c.http_body_timeout = Duration::from_millis(500)).await;
+    let app = spawn_app_with(|c| {
+        c.http_body_timeout = Duration::from_millis(500);
+        with_metrics_listener(c);
+    })
+    .await;
+    let before = HttpMetrics::scrape(&app).await;
     let mut raw = Raw::connect(app.addr).await;
     raw.send(
         b"POST /notify HTTP/1.1\r\nhost: herald\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"group\":",
@@ -153,6 +237,7 @@ async fn a_stalled_body_gets_408_and_the_connection_is_closed() {
     assert_eq!(res.json()["error"], "request_timeout");
     assert_eq!(res.header("connection"), Some("close"));
     assert!(raw.closed_within(WAIT).await);
+    assert_only_moved(&before, &HttpMetrics::scrape(&app).await, "body_timeout", 1);
 }
 
 #[tokio::test]
@@ -161,8 +246,10 @@ async fn an_idle_keep_alive_connection_lives_past_the_header_timeout_and_closes_
     let app = spawn_app_with(|c| {
         c.http_header_timeout = Duration::from_millis(300);
         c.http_idle_timeout = Duration::from_millis(1500);
+        with_metrics_listener(c);
     })
     .await;
+    let before = HttpMetrics::scrape(&app).await;
     let mut raw = Raw::connect(app.addr).await;
     raw.send(HEALTHZ).await;
     assert_eq!(raw.response().await.status, 200);
@@ -178,11 +265,19 @@ async fn an_idle_keep_alive_connection_lives_past_the_header_timeout_and_closes_
         raw.closed_within(WAIT).await,
         "the idle connection stayed open"
     );
+    let after = HttpMetrics::scrape(&app).await;
+    assert_only_moved(&before, &after, "idle_timeout", 1);
+    assert_eq!(after.open(), 1);
 }
 
 #[tokio::test]
 async fn a_request_head_larger_than_the_limit_is_refused_with_431() {
-    let app = spawn_app_with(|c| c.max_header_bytes = 8192).await;
+    let app = spawn_app_with(|c| {
+        c.max_header_bytes = 8192;
+        with_metrics_listener(c);
+    })
+    .await;
+    let before = HttpMetrics::scrape(&app).await;
     let mut raw = Raw::connect(app.addr).await;
     let big = format!(
         "GET /healthz HTTP/1.1\r\nhost: herald\r\nx-filler: {}\r\n",
@@ -194,16 +289,46 @@ async fn a_request_head_larger_than_the_limit_is_refused_with_431() {
     let res = raw.response().await;
     assert_eq!(res.status, 431, "{res:?}");
     assert!(raw.closed_within(WAIT).await);
+    assert_only_moved(
+        &before,
+        &HttpMetrics::scrape(&app).await,
+        "head_too_large",
+        1,
+    );
 }
 
 #[tokio::test]
 async fn a_slowloris_flood_larger_than_the_cap_does_not_keep_real_requests_out() {
-    let app = spawn_app_with(|c| c.max_http_connections = 16).await;
+    let app = spawn_app_with(|c| {
+        c.max_http_connections = 16;
+        with_metrics_listener(c);
+    })
+    .await;
     let mut flood = Vec::new();
     for _ in 0..200 {
         let mut raw = Raw::connect(app.addr).await;
         raw.send(b"GET /healthz HTTP/1.1\r\nx-slow: ").await;
         flood.push(raw);
+    }
+    // Every flood connection past the cap pushed an older one out (or, caught while
+    // every waiting one was already being evicted, was refused); 16 hold the slots.
+    let settled = eventually(|| async {
+        let m = HttpMetrics::scrape(&app).await;
+        let out = m.closed("evicted") + m.closed("refused");
+        if out == 200 - 16 && m.open() == 16 + 1 {
+            Ok(m)
+        } else {
+            Err(format!("{out} evicted or refused, {} open", m.open()))
+        }
+    })
+    .await;
+    for reason in [
+        "header_timeout",
+        "idle_timeout",
+        "body_timeout",
+        "head_too_large",
+    ] {
+        assert_eq!(settled.closed(reason), 0, "{reason}");
     }
 
     let res = app.http.get(app.url("/healthz")).send().await.unwrap();
@@ -221,6 +346,7 @@ async fn when_every_http_slot_is_busy_a_new_connection_gets_503_and_websockets_d
     let app = spawn_app_with(|c| {
         c.max_http_connections = 2;
         c.http_body_timeout = Duration::from_secs(30);
+        with_metrics_listener(c);
     })
     .await;
     // WebSockets hold no HTTP slot.
@@ -236,12 +362,16 @@ async fn when_every_http_slot_is_busy_a_new_connection_gets_503_and_websockets_d
         busy.push(raw);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = HttpMetrics::scrape(&app).await;
+    // Two busy requests and the scrape; the WebSockets hold no slot.
+    assert_eq!(before.open(), 2 + 1);
 
     let mut refused = Raw::connect(app.addr).await;
     let res = refused.response().await;
     assert_eq!(res.status, 503, "{res:?}");
     assert_eq!(res.json()["error"], "too_many_connections");
     assert_eq!(res.header("connection"), Some("close"));
+    assert_only_moved(&before, &HttpMetrics::scrape(&app).await, "refused", 1);
 
     // A finished request frees its slot.
     drop(busy);

@@ -3,15 +3,15 @@
 //! one, or handed over to a WebSocket session.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::slots::Slots;
+use super::slots::{Slot, Slots};
+use crate::metrics::HttpClose;
 
 /// Waiting for (or reading) a request head.
 const WAITING: u8 = 0;
@@ -45,12 +45,14 @@ pub(super) struct Activity {
     waiting_key: Mutex<Option<u64>>,
     /// The `--max-http-connections` slot; given back when the connection ends or
     /// becomes a WebSocket (those are counted by `--max-connections`).
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    permit: Mutex<Option<Slot>>,
+    /// Which read deadline passed, if one did (set by the socket wrapper).
+    deadline_passed: OnceLock<HttpClose>,
 }
 
 impl Activity {
     /// A new connection holding `permit`, waiting for its first request.
-    pub(super) fn new(slots: Arc<Slots>, permit: OwnedSemaphorePermit) -> Arc<Self> {
+    pub(super) fn new(slots: Arc<Slots>, permit: Slot) -> Arc<Self> {
         let activity = Arc::new(Self {
             phase: AtomicU8::new(WAITING),
             answered: AtomicU64::new(0),
@@ -59,6 +61,7 @@ impl Activity {
             slots,
             waiting_key: Mutex::new(None),
             permit: Mutex::new(Some(permit)),
+            deadline_passed: OnceLock::new(),
         });
         activity.start_waiting();
         activity
@@ -81,6 +84,16 @@ impl Activity {
     /// Wakes `waker` when the current request is answered.
     pub(super) fn wake_reader_on_answer(&self, waker: &Waker) {
         self.reader.register(waker);
+    }
+
+    /// A read deadline passed (`HeaderTimeout` or `IdleTimeout`); the connection ends.
+    pub(super) fn deadline_passed(&self, which: HttpClose) {
+        let _ = self.deadline_passed.set(which);
+    }
+
+    /// The read deadline that ended this connection, if one did.
+    pub(super) fn passed_deadline(&self) -> Option<HttpClose> {
+        self.deadline_passed.get().copied()
     }
 
     /// A request head arrived: no longer evictable until it is answered.

@@ -23,9 +23,11 @@ use super::activity::{Activity, Phase};
 use super::body::TrackedBody;
 use super::deadline::Deadlined;
 use super::{ClientAddr, HttpLimits};
+use crate::metrics::{HttpClose, HttpConnectionMetrics};
 
 /// Serves `stream` until the client leaves, a deadline passes, the connection is
-/// evicted, it becomes a WebSocket, or shutdown.
+/// evicted, it becomes a WebSocket, or shutdown; counts in `metrics` why herald cut
+/// it off, if it did.
 pub(super) async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
@@ -33,12 +35,14 @@ pub(super) async fn serve(
     activity: Arc<Activity>,
     limits: HttpLimits,
     shutdown: CancellationToken,
+    metrics: HttpConnectionMetrics,
 ) {
     let io = TokioIo::new(Deadlined::new(stream, activity.clone(), limits.deadlines));
     let handler = Handler {
         routes: TowerToHyperService::new(warp::service(routes)),
         activity: activity.clone(),
         remote,
+        metrics: metrics.clone(),
     };
     let mut builder = http1::Builder::new();
     builder
@@ -47,10 +51,12 @@ pub(super) async fn serve(
         .header_read_timeout(None);
     let conn = builder.serve_connection(io, handler).with_upgrades();
     let mut conn = std::pin::pin!(conn);
+    let mut evicted = false;
     let ended = tokio::select! {
         ended = conn.as_mut() => ended,
         () = activity.evict.cancelled() => {
             tracing::debug!(%remote, "evicted while waiting for a request (--max-http-connections)");
+            evicted = true;
             Ok(())
         }
         () = shutdown.cancelled() => {
@@ -63,6 +69,16 @@ pub(super) async fn serve(
             }
         }
     };
+    // A passed deadline also surfaces as an error when hyper was inside a head; count
+    // the deadline, which is the cause. One reason per connection.
+    let too_large = ended.as_ref().is_err_and(hyper::Error::is_parse_too_large);
+    let cut_off = evicted
+        .then_some(HttpClose::Evicted)
+        .or_else(|| activity.passed_deadline())
+        .or(too_large.then_some(HttpClose::HeadTooLarge));
+    if let Some(why) = cut_off {
+        metrics.closed(why);
+    }
     if let Err(e) = ended {
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
     }
@@ -74,6 +90,7 @@ struct Handler<S> {
     routes: S,
     activity: Arc<Activity>,
     remote: SocketAddr,
+    metrics: HttpConnectionMetrics,
 }
 
 impl<S> hyper::service::Service<Request<Incoming>> for Handler<S>
@@ -93,6 +110,7 @@ where
         req.extensions_mut().insert(ClientAddr(self.remote));
         let answer = self.routes.call(req);
         let activity = self.activity.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let mut res = match answer.await {
                 Ok(res) => res,
@@ -104,6 +122,10 @@ where
                 // connection; say so, or a pooled client would reuse it and fail.
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if res.status() == StatusCode::REQUEST_TIMEOUT {
+                // Only an unfinished body gets 408, and the connection closes with it.
+                metrics.closed(HttpClose::BodyTimeout);
             }
             activity.end_request(upgraded);
             Ok(res)

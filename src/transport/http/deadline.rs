@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::activity::{Activity, Phase};
+use crate::metrics::HttpClose;
 
 /// The read deadlines of plain-HTTP connections.
 #[derive(Debug, Clone, Copy)]
@@ -111,11 +112,18 @@ impl AsyncRead for Deadlined {
                     this.timer.as_mut().reset(deadline);
                 }
                 ready!(this.timer.as_mut().poll(cx));
-                let which = if this.head_since.is_some() {
-                    "request head not received in time (--http-header-timeout)"
+                let (why, which) = if this.head_since.is_some() {
+                    (
+                        HttpClose::HeaderTimeout,
+                        "request head not received in time (--http-header-timeout)",
+                    )
                 } else {
-                    "idle connection (--http-idle-timeout)"
+                    (
+                        HttpClose::IdleTimeout,
+                        "idle connection (--http-idle-timeout)",
+                    )
                 };
+                this.activity.deadline_passed(why);
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, which)))
             }
         }

@@ -26,6 +26,7 @@ use warp::Filter;
 
 pub use deadline::ReadDeadlines;
 
+use crate::metrics::{HttpClose, HttpConnectionMetrics};
 use activity::Activity;
 use slots::Slots;
 
@@ -53,15 +54,17 @@ pub fn remote(
 
 /// Accepts connections on `listener` and serves `routes` on each until `shutdown`,
 /// then stops accepting. Connection tasks run on `connections`, which the caller waits
-/// for (bounded by the drain timeout).
+/// for (bounded by the drain timeout). Open connections and the ones cut off are
+/// counted in `metrics`.
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
     limits: HttpLimits,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    metrics: HttpConnectionMetrics,
 ) {
-    let slots = Slots::new(limits.max_connections);
+    let slots = Slots::new(limits.max_connections, metrics.open.clone());
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -77,13 +80,15 @@ pub async fn serve(
         let slots = slots.clone();
         let routes = routes.clone();
         let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
         connections.spawn(async move {
-            let Some(permit) = slots.admit().await else {
+            let Some(slot) = slots.admit().await else {
+                metrics.closed(HttpClose::Refused);
                 refuse(stream).await;
                 return;
             };
-            let activity = Activity::new(slots, permit);
-            connection::serve(stream, remote, routes, activity, limits, shutdown).await;
+            let activity = Activity::new(slots, slot);
+            connection::serve(stream, remote, routes, activity, limits, shutdown, metrics).await;
         });
     }
 }

@@ -9,25 +9,42 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How long a new connection waits for an evicted one to give its slot back.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
+/// One connection's place on its listener, counted in `herald_http_connections` for as
+/// long as it is held.
+pub(super) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 /// The connection slots of one listener.
 pub(super) struct Slots {
     permits: Arc<Semaphore>,
+    /// `herald_http_connections`.
+    open: IntGauge,
     /// Connections waiting for a request, oldest wait first, with their eviction tokens.
     waiting: Mutex<BTreeMap<u64, CancellationToken>>,
     next_key: AtomicU64,
 }
 
 impl Slots {
-    /// `max` connections at once.
-    pub(super) fn new(max: usize) -> Arc<Self> {
+    /// `max` connections at once, each counted in `open` while it holds its slot.
+    pub(super) fn new(max: usize, open: IntGauge) -> Arc<Self> {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(max)),
+            open,
             waiting: Mutex::new(BTreeMap::new()),
             next_key: AtomicU64::new(0),
         })
@@ -35,17 +52,24 @@ impl Slots {
 
     /// A slot for a new connection: a free one, or the one given back by evicting the
     /// longest-waiting connection. `None` when every connection is busy with a request.
-    pub(super) async fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Some(permit);
-        }
-        let victim = self.lock().pop_first();
-        let (_, evict) = victim?;
-        evict.cancel();
-        tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
+    pub(super) async fn admit(&self) -> Option<Slot> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let victim = self.lock().pop_first();
+                let (_, evict) = victim?;
+                evict.cancel();
+                tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        };
+        self.open.inc();
+        Some(Slot {
+            _permit: permit,
+            open: self.open.clone(),
+        })
     }
 
     /// Lists a connection as waiting; returns its key for [`Slots::stop_waiting`].
@@ -71,7 +95,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_listener_evicts_the_longest_waiting_connection() {
-        let slots = Slots::new(2);
+        let open = IntGauge::new("open", "open").unwrap();
+        let slots = Slots::new(2, open.clone());
         let first = slots.admit().await.expect("free slot");
         let second = slots.admit().await.expect("free slot");
         let old = CancellationToken::new();
@@ -86,16 +111,19 @@ mod tests {
                 drop(first);
             }
         });
-        assert!(slots.admit().await.is_some());
+        let third = slots.admit().await;
+        assert!(third.is_some());
         assert!(old.is_cancelled() && !new.is_cancelled());
         give_back.await.unwrap();
+        assert_eq!(open.get(), 2);
         slots.stop_waiting(old_key);
-        drop(second);
+        drop((second, third));
+        assert_eq!(open.get(), 0);
     }
 
     #[tokio::test]
     async fn a_listener_whose_connections_are_all_busy_refuses() {
-        let slots = Slots::new(1);
+        let slots = Slots::new(1, IntGauge::new("open", "open").unwrap());
         let _busy = slots.admit().await.expect("free slot");
         assert!(slots.admit().await.is_none());
     }
