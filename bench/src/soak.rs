@@ -94,7 +94,7 @@ pub async fn run(a: SoakArgs) -> Result<Report, String> {
     if a.connections == 0 || a.groups == 0 || !(a.duration > 0.0 && a.rate > 0.0) {
         return Err("--connections, --groups, --duration and --rate must be positive".into());
     }
-    if !(0.0..=1.0).contains(&a.churning) || !(a.churn >= 0.0) {
+    if !(0.0..=1.0).contains(&a.churning) || a.churn.is_nan() || a.churn < 0.0 {
         return Err("--churning must be within 0..1 and --churn not negative".into());
     }
     let target = Target::parse(&a.url)?;
