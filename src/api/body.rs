@@ -2,22 +2,22 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use warp::{Filter, Rejection};
 
-use super::error::ApiError;
+use super::error::{ApiError, BodyLimit};
 
-/// Extracts a request body of at most `max` bytes sent as `application/json`.
+/// Extracts a request body within `limit` sent as `application/json`.
 ///
 /// The limit holds for chunked bodies too: the body is read incrementally and refused
-/// as soon as it passes `max`, without buffering the rest.
-pub fn json_body(max: u32) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+/// as soon as it passes the limit, without buffering the rest.
+pub fn json_body(limit: BodyLimit) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .and_then(
             move |content_type: Option<String>, length: Option<u64>, body| async move {
-                read(content_type, length, body, max)
+                read(content_type, length, body, limit)
                     .await
                     .map_err(warp::reject::custom)
             },
@@ -28,7 +28,7 @@ async fn read<S, B>(
     content_type: Option<String>,
     length: Option<u64>,
     body: S,
-    max: u32,
+    limit: BodyLimit,
 ) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
@@ -37,9 +37,9 @@ where
     if !content_type.as_deref().is_some_and(is_json) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let max = max as usize;
+    let max = limit.bytes as usize;
     if length.is_some_and(|l| l > max as u64) {
-        return Err(ApiError::PayloadTooLarge(max as u32));
+        return Err(ApiError::PayloadTooLarge(limit));
     }
     let mut out = BytesMut::with_capacity(length.map_or(1024, |l| l as usize));
     let mut body = std::pin::pin!(body);
@@ -47,7 +47,7 @@ where
         let mut chunk =
             chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
         if out.len() + chunk.remaining() > max {
-            return Err(ApiError::PayloadTooLarge(max as u32));
+            return Err(ApiError::PayloadTooLarge(limit));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -67,7 +67,7 @@ fn is_json(content_type: &str) -> bool {
 
 /// Parses a JSON object body, telling syntax errors (`invalid_json`) from shape errors
 /// (`invalid_request`).
-pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     let invalid = |e: serde_json::Error| {
         if e.is_syntax() || e.is_eof() {
             ApiError::InvalidJson(e.to_string())

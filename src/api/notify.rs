@@ -3,11 +3,13 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{body, json, ApiError};
 use crate::hub::Audience;
+use crate::metrics::Via;
 use crate::protocol::{EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, UserId};
 use crate::state::AppState;
 
@@ -17,44 +19,80 @@ pub const MAX_TARGET_GROUPS: usize = 100;
 /// Most users one notify may target.
 pub const MAX_TARGET_USERS: usize = 1000;
 
-/// Publishes the event to each target group (only to the listed users' connections when
-/// `users` is given) and reports offsets and local recipients.
-pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
-    let req: NotifyRequest = body::parse(&raw)?;
-    let (targets, single) = targets(req.group, req.groups)?;
-    let event = match req.event {
-        Some(e) => EventName::parse(&e).map_err(ApiError::InvalidEvent)?,
-        None => EventName::default_event(),
-    };
-    let users = req.users.map(users).transpose()?;
-    let audience = users.as_ref().map_or(Audience::Everyone, Audience::Users);
+/// A `POST /notify` body that passed every check, ready to publish.
+#[derive(Debug)]
+pub struct Notification {
+    targets: Vec<GroupName>,
+    /// Given as `group` (the single-group reply) rather than `groups`.
+    single: bool,
+    event: EventName,
+    users: Option<HashSet<UserId>>,
+    data: Box<RawValue>,
+}
 
-    let mut deliveries = Vec::with_capacity(targets.len());
-    for group in &targets {
-        let published = state.publish(group, &event, &req.data, audience).await?;
-        deliveries.push(GroupDelivery {
-            group: group.to_string(),
-            offset: published.offset,
-            recipients: published.fanout.queued,
-        });
+impl Notification {
+    /// Parses and validates a `POST /notify` body; nothing is published yet.
+    pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        let req: NotifyRequest = body::parse(raw)?;
+        let (targets, single) = targets(req.group, req.groups)?;
+        let event = match req.event {
+            Some(e) => EventName::parse(&e).map_err(ApiError::InvalidEvent)?,
+            None => EventName::default_event(),
+        };
+        let users = req.users.map(users).transpose()?;
+        Ok(Self {
+            targets,
+            single,
+            event,
+            users,
+            data: req.data,
+        })
     }
-    let recipients = deliveries.iter().map(|d| d.recipients).sum();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let reply = if single {
-        NotifyResponse {
-            id,
-            offset: deliveries.first().map(|d| d.offset),
-            recipients,
-            groups: None,
+
+    /// Publishes to each target group in order through [`AppState::publish`] (only to
+    /// the listed users' connections when `users` was given) and builds the reply.
+    pub async fn publish(&self, state: &AppState) -> Result<NotifyResponse, ApiError> {
+        let audience = self
+            .users
+            .as_ref()
+            .map_or(Audience::Everyone, Audience::Users);
+        let mut deliveries = Vec::with_capacity(self.targets.len());
+        for group in &self.targets {
+            let published = state
+                .publish(group, &self.event, &self.data, audience)
+                .await?;
+            deliveries.push(GroupDelivery {
+                group: group.to_string(),
+                offset: published.offset,
+                recipients: published.fanout.queued,
+            });
         }
-    } else {
-        NotifyResponse {
-            id,
-            offset: None,
-            recipients,
-            groups: Some(deliveries),
-        }
-    };
+        let recipients = deliveries.iter().map(|d| d.recipients).sum();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Ok(if self.single {
+            NotifyResponse {
+                id,
+                offset: deliveries.first().map(|d| d.offset),
+                recipients,
+                groups: None,
+            }
+        } else {
+            NotifyResponse {
+                id,
+                offset: None,
+                recipients,
+                groups: Some(deliveries),
+            }
+        })
+    }
+}
+
+/// `POST /notify`: publishes the event to each target group and reports offsets and
+/// local recipients.
+pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
+    let notification = Notification::parse(&raw)?;
+    let reply = notification.publish(&state).await?;
+    state.metrics.notifications_accepted(Via::Notify, 1);
     Ok(json(StatusCode::ACCEPTED, &reply))
 }
 

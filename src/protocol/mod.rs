@@ -66,6 +66,23 @@ pub struct NotifyResponse {
     pub groups: Option<Vec<GroupDelivery>>,
 }
 
+/// Body of `POST /notify/batch`: each item is exactly a [`NotifyRequest`] body. Items
+/// are kept as raw JSON here, so each is checked on its own and an error names its index.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyBatchRequest<'a> {
+    /// The notifications, in the order they are published.
+    #[serde(borrow)]
+    pub notifications: Vec<&'a RawValue>,
+}
+
+/// Reply to `POST /notify/batch`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NotifyBatchResponse {
+    /// One `POST /notify` reply per notification, in the order of the request.
+    pub results: Vec<NotifyResponse>,
+}
+
 /// Body of `POST /groups/{group}/close` and `POST /users/{user}/close`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,7 +18,8 @@ use warp::{Filter, Rejection};
 
 use super::observe::{observe, Template};
 use super::{admission, upgrade};
-use crate::api::{self, body::json_body, error::handle_rejection, ApiError};
+use crate::api::error::{handle_rejection, BodyLimit};
+use crate::api::{self, body::json_body, ApiError};
 use crate::protocol::{GroupName, UserId};
 use crate::state::AppState;
 
@@ -29,6 +30,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(ws(&state))
         .unify()
         .or(notify(&state))
+        .unify()
+        .or(notify_batch(&state))
         .unify()
         .or(list_groups(&state))
         .unify()
@@ -99,7 +102,7 @@ fn notify(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reject
             .and(route.matched())
             .and(admission::backend(state.clone()))
             .and(with_state(state))
-            .and(json_body(state.config.max_body))
+            .and(json_body(BodyLimit::body(state.config.max_body)))
             .and_then(|state, body| respond(api::notify::notify(state, body))),
     );
     let counted = state.clone();
@@ -111,6 +114,19 @@ fn notify(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reject
             counted.metrics.notify_request(status, started.elapsed());
             res
         })
+}
+
+/// `POST /notify/batch`: its own, larger body limit (`--max-batch-body`).
+fn notify_batch(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::post("/notify/batch");
+    route.serve(
+        warp::path!("notify" / "batch")
+            .and(route.matched())
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(json_body(BodyLimit::batch(state.config.max_batch_body)))
+            .and_then(|state, body| respond(api::batch::notify_batch(state, body))),
+    )
 }
 
 /// `GET /groups`.
@@ -149,7 +165,7 @@ fn close_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = R
             .and_then(group_param)
             .and(admission::backend(state.clone()))
             .and(with_state(state))
-            .and(json_body(state.config.max_body))
+            .and(json_body(BodyLimit::body(state.config.max_body)))
             .and_then(|g, state, body| respond(api::groups::close(g, state, body))),
     )
 }
@@ -163,7 +179,7 @@ fn close_user(state: &AppState) -> impl Filter<Extract = (Response,), Error = Re
             .and_then(user_param)
             .and(admission::backend(state.clone()))
             .and(with_state(state))
-            .and(json_body(state.config.max_body))
+            .and(json_body(BodyLimit::body(state.config.max_body)))
             .and_then(|u, state, body| respond(api::users::close(u, state, body))),
     )
 }

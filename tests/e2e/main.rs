@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod backpressure;
 mod bad_input;
+mod batch;
 mod close;
 mod docs;
 mod limits;
