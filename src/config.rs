@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use jsonwebtoken::Algorithm;
 
-use crate::auth::OriginPattern;
+mod origin;
+
+pub use origin::{InvalidOrigin, OriginPattern};
 
 /// herald: a notification hub. WebSocket clients join named groups; backends send
 /// events to a group with `POST /notify`.

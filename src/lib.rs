@@ -3,29 +3,38 @@
 //! Channels `group_add` / `group_send` model as a standalone service.
 //!
 //! # Layout
-//! - [`config`]: the one `Config` (CLI flags and `HERALD_*` variables).
-//! - [`auth`]: token verification (`Verifier`, `Claims`) and the pure pattern, scope and
-//!   origin checks.
+//! - [`config`]: the one `Config` (CLI flags and `HERALD_*` variables) and the types its
+//!   flags parse into (`OriginPattern`).
+//! - [`auth`]: token verification (`Verifier`, `Claims`, `Grant`) and the pure pattern,
+//!   scope and origin checks.
 //! - [`telemetry`]: log setup.
 //! - [`metrics`]: the Prometheus metrics, one `Metrics` struct of typed handles.
 //! - [`server`]: binds the listener, runs until a shutdown signal, drains.
 //! - [`shutdown`]: the SIGTERM/SIGINT trigger.
-//! - [`state`]: `AppState`, the shared handle routes and sessions get.
-//! - [`protocol`]: the public wire contract: frames, bodies, names, close codes.
+//! - [`state`]: `AppState`, the one shared handle (a single `Arc`) routes and sessions
+//!   get, and `AppState::publish`, the one publish path.
+//! - [`protocol`]: the public wire contract: frames and their encoding (`wire`), HTTP
+//!   bodies (`http`), names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
 //! - [`broker`]: offsets and delivery to every node with members (memory by default).
-//! - [`transport`]: warp routes, the WebSocket upgrade, one session task per connection.
+//! - [`transport`]: warp routes (one table), admission, the WebSocket upgrade, one
+//!   session task per connection and the client commands it runs.
 //! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
 //!
 //! # Flows
-//! - **notify**: `transport::admission` checks the backend token → `api::notify` validates → `broker.publish` assigns the offset and encodes
-//!   the frame once → `hub.deliver` queues the shared bytes on each member (a full queue
-//!   closes that member with 4100) → each `transport::session` writes its queue in batches.
-//! - **subscribe**: `transport::upgrade` checks the name, `transport::admission` the
-//!   origin and token (`auth::Verifier`), then the token's right to the group, shutdown
-//!   and connection limit → the session joins its personal group and the group through
-//!   `broker.subscribe` (atomically with the group's offset) → live frames until the
-//!   token's expiry (4102) unless refreshed.
+//! - **notify**: `transport::routes` matches `POST /notify` → `transport::admission`
+//!   checks the backend token → `api::notify` validates → `AppState::publish` →
+//!   `broker.publish` assigns the offset and encodes the frame once
+//!   (`protocol::wire::encode_notify`) → `hub.deliver` queues the shared bytes on each
+//!   member (a full queue closes that member with 4100) → each `transport::session`
+//!   writes its queue in batches with vectored writes.
+//! - **subscribe**: `transport::routes` checks the name in the path,
+//!   `transport::admission` the origin and token (`auth::Verifier`), then the token's
+//!   right to the group, shutdown and connection limit → `transport::upgrade` opens the
+//!   session, which joins its personal group and the group through `broker.subscribe`
+//!   (atomically with the group's offset) before answering 101 → `transport::commands`
+//!   handles the client's frames → live frames until the token's expiry (4102) unless
+//!   refreshed.
 //! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
 //!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
 //!   `--drain-timeout` passed.

@@ -6,11 +6,15 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
 
+use crate::cpu::{bottleneck, CpuUse, PhaseMeters};
 use crate::fanout::{group_names, tally};
+use crate::latency::latency_json;
+use crate::procfs::rss_kib;
 use crate::publish::{self, PublishConfig};
 use crate::report::{latency_row, thousands, Report};
+use crate::report::{round1, round3};
 use crate::subs::{SubConfig, Subscribers, WaitEnd};
-use crate::util::{bottleneck, latency_json, round1, round3, rss_kib, CpuUse, PhaseMeters, Target};
+use crate::target::Target;
 use crate::ConnectOpts;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -87,7 +91,7 @@ pub async fn run(a: ConnsArgs) -> Result<Report, String> {
     let mut cpu = CpuUse::default();
     if notifies > 0 && connected > 0 {
         let meters = PhaseMeters::start(Some(pid));
-        let burst_start = crate::util::now_ns();
+        let burst_start = crate::latency::now_ns();
         let p = publish::spawn(PublishConfig {
             target,
             groups: groups.clone(),

@@ -8,10 +8,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::cpu::PhaseMeters;
+use crate::latency::{latency_json, now_ns};
 use crate::publish::{self, PublishConfig, PublishResult};
+use crate::report::round3;
 use crate::report::{latency_row, thousands, Report};
 use crate::subs::{SubConfig, SubResult, Subscribers, WaitEnd};
-use crate::util::{latency_json, now_ns, round3, PhaseMeters, Target};
+use crate::target::Target;
 use crate::{Common, ConnectOpts};
 
 #[derive(clap::Args, Debug, Clone)]

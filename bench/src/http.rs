@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::util::Target;
+use crate::target::Target;
 
 /// Largest response (head + body) accepted.
 const MAX_RESPONSE: usize = 1024 * 1024;

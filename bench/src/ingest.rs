@@ -11,9 +11,12 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::time::{timeout, Instant};
 
+use crate::cpu::PhaseMeters;
 use crate::http::HttpConn;
+use crate::latency::{latency_json, new_histogram, now_ns};
+use crate::report::round3;
 use crate::report::{latency_row, thousands, Report};
-use crate::util::{latency_json, new_histogram, now_ns, round3, PhaseMeters, Target};
+use crate::target::Target;
 use crate::Common;
 
 #[derive(clap::Args, Debug, Clone)]

@@ -7,14 +7,17 @@
 
 mod chart;
 mod conns;
+mod cpu;
 mod fanout;
 mod http;
 mod ingest;
+mod latency;
+mod procfs;
 mod publish;
 mod report;
 mod subs;
 mod summary;
-mod util;
+mod target;
 mod ws;
 
 use std::process::ExitCode;

@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::http::{scan_u64, HttpConn};
-use crate::util::{new_histogram, now_ns, Target};
+use crate::latency::{new_histogram, now_ns};
+use crate::target::Target;
 
 /// Longest wait for one reply before the connection is dropped and the notify counted
 /// as an error.

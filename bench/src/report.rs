@@ -27,7 +27,7 @@ impl Report {
 
     /// The CPU rows shared by the timed scenarios: who used how much, and which side was
     /// the limit.
-    pub fn cpu_rows(&mut self, cpu: &crate::util::CpuUse) {
+    pub fn cpu_rows(&mut self, cpu: &crate::cpu::CpuUse) {
         if let Some(p) = cpu.hub {
             self.row("hub CPU (of one core)", format!("{p:.0} %"));
         }
@@ -40,7 +40,7 @@ impl Report {
         );
         self.row(
             "bottleneck",
-            crate::util::bottleneck(cpu.hub_core, cpu.client_core),
+            crate::cpu::bottleneck(cpu.hub_core, cpu.client_core),
         );
         if let Some(o) = cpu.others {
             self.row("other processes' CPU (of one core)", format!("{o:.0} %"));
@@ -72,7 +72,7 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// A latency JSON object (see `util::latency_json`) as `p50 / p90 / p99 / max ms`.
+/// A latency JSON object (see `latency::latency_json`) as `p50 / p90 / p99 / max ms`.
 pub fn latency_row(lat: &Value) -> String {
     let f = |k: &str| {
         lat.get(k)
@@ -86,6 +86,16 @@ pub fn latency_row(lat: &Value) -> String {
         f("p99"),
         f("max")
     )
+}
+
+/// `x` rounded to one decimal, for output.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// `x` rounded to three decimals, for output.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

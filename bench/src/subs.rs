@@ -18,7 +18,8 @@ use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::parse_u64;
-use crate::util::{ShardedHistogram, Target};
+use crate::latency::ShardedHistogram;
+use crate::target::Target;
 use crate::ws::{ConnectError, ReadOutcome, WsClient};
 
 static SEQ_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"seq\":"));

@@ -164,7 +164,7 @@ impl WsClient {
             return Ok(ReadOutcome::Eof);
         }
         self.end += n;
-        let now = crate::util::now_ns();
+        let now = crate::latency::now_ns();
         let outcome = self.parse(now, &mut on_text)?;
         if !self.pending_out.is_empty() {
             let out = std::mem::take(&mut self.pending_out);

@@ -1,13 +1,13 @@
 //! `GET /groups`, `GET /groups/{group}`, `POST /groups/{group}/close`.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{body, json, ApiError};
 use crate::protocol::close::application_close;
-use crate::protocol::{CloseRequest, GroupName, Offset, UserId};
+use crate::protocol::{CloseRequest, Closed, GroupInfo, GroupList, GroupName, GroupSummary};
 use crate::state::AppState;
 
 /// Longest list `GET /groups` (groups) and `GET /groups/{group}` (users) return.
@@ -32,33 +32,6 @@ impl ListQuery {
         }
         Ok(limit)
     }
-}
-
-#[derive(Serialize)]
-struct GroupSummary {
-    group: String,
-    subscribers: usize,
-}
-
-#[derive(Serialize)]
-struct GroupList {
-    groups: Vec<GroupSummary>,
-    total: usize,
-}
-
-#[derive(Serialize)]
-struct GroupInfo {
-    group: String,
-    subscribers: usize,
-    offset: Offset,
-    users: Vec<UserId>,
-}
-
-/// Reply to a group or user close.
-#[derive(Serialize)]
-pub(super) struct Closed {
-    /// Connections on this node that were closed.
-    pub(super) closed: usize,
 }
 
 /// Groups with members on this node, by name, with their subscriber counts.

@@ -4,10 +4,9 @@ use bytes::Bytes;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::groups::Closed;
 use super::{body, json, ApiError};
 use crate::protocol::close::application_close;
-use crate::protocol::{CloseRequest, UserId};
+use crate::protocol::{CloseRequest, Closed, UserId};
 use crate::state::AppState;
 
 /// Closes every connection of `user` (all groups, all tabs) with the requested code and

@@ -12,9 +12,7 @@ mod pattern;
 mod verifier;
 
 pub use grant::{Denied, Grant, OtherUser};
-pub use pattern::{
-    any_matches, has_scope, origin_allowed, InvalidOrigin, InvalidPattern, OriginPattern, Pattern,
-};
+pub use pattern::{any_matches, has_scope, origin_allowed, InvalidPattern, Pattern};
 pub use verifier::{KeyError, Verifier};
 
 use serde::Deserialize;

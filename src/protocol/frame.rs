@@ -59,7 +59,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
 const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "publish", "refresh"];
 
 /// A frame herald sends in reply to a client frame. Notifications are not built here:
-/// see [`super::encode_notify`], which avoids re-serialising their payload.
+/// see [`super::wire::encode_notify`], which avoids re-serialising their payload.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerFrame {

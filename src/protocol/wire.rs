@@ -6,8 +6,11 @@
 //! without a per-connection copy or write buffer.
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+use super::{EventName, GroupName, Offset};
 
 /// Room left in front of the payload for the largest server frame header (2 + 8 bytes).
 const HEADER_ROOM: usize = 10;
@@ -34,6 +37,32 @@ pub fn text_frame(payload_hint: usize, write_payload: impl FnOnce(&mut Vec<u8>))
     Bytes::from(buf).slice(start..)
 }
 
+/// Builds the notification frame members receive, as a complete WebSocket frame.
+/// Called once per notification; every recipient shares the result.
+///
+/// Group and event names are validated to characters that need no JSON escaping, and
+/// `data` is already valid JSON, so the frame is assembled without re-serialising `data`.
+pub fn encode_notify(
+    group: &GroupName,
+    event: &EventName,
+    offset: Offset,
+    data: &RawValue,
+) -> Bytes {
+    let data = data.get();
+    let hint = 64 + group.as_str().len() + event.as_str().len() + data.len();
+    text_frame(hint, |out| {
+        out.extend_from_slice(br#"{"type":"notify","group":""#);
+        out.extend_from_slice(group.as_str().as_bytes());
+        out.extend_from_slice(br#"","event":""#);
+        out.extend_from_slice(event.as_str().as_bytes());
+        out.extend_from_slice(br#"","offset":"#);
+        out.extend_from_slice(offset.to_string().as_bytes());
+        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(data.as_bytes());
+        out.push(b'}');
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +83,22 @@ mod tests {
         for n in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
             roundtrip(&"x".repeat(n));
         }
+    }
+
+    #[test]
+    fn notify_frame_is_the_documented_json() {
+        let data = RawValue::from_string(r#"{"text":"hi","n":[1,2]}"#.into()).unwrap();
+        let frame = encode_notify(
+            &GroupName::parse("room:1").unwrap(),
+            &EventName::parse("chat.message").unwrap(),
+            17,
+            &data,
+        );
+        // Skip the 2-byte header of this short frame.
+        let v: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"data":{"text":"hi","n":[1,2]}})
+        );
     }
 }

@@ -36,6 +36,14 @@ pub(super) enum Ending {
     Drop,
 }
 
+/// What one [`Connection::write_pending`] did.
+pub(super) struct Written {
+    /// Notification frames written whole.
+    pub(super) frames: usize,
+    /// The close queued after them (a group or user close), now due.
+    pub(super) close: Option<CloseFrame>,
+}
+
 /// The socket, what is being written to it, and heartbeat bookkeeping.
 pub(super) struct Connection {
     pub(super) ws: Socket,
@@ -64,7 +72,8 @@ impl Connection {
 
     /// Writes the pending frames with vectored writes, stopping at a queued close (group
     /// close), which it returns. Cancel-safe: `pending` always reflects what is unwritten.
-    pub(super) async fn write_pending(&mut self) -> std::io::Result<Option<CloseFrame>> {
+    pub(super) async fn write_pending(&mut self) -> std::io::Result<Written> {
+        let before = self.pending.len();
         // Anything tungstenite buffered (an automatic pong) goes first, whole.
         self.ws.flush().await.map_err(std::io::Error::other)?;
         loop {
@@ -87,10 +96,13 @@ impl Connection {
             self.advance(written);
         }
         self.ws.get_mut().flush().await?;
-        Ok(match self.pending.pop_front() {
+        let close = match self.pending.pop_front() {
             Some(Outbound::Close(frame)) => Some(frame),
             _ => None,
-        })
+        };
+        // Everything that left `pending` was written, except a close popped just now.
+        let frames = before - self.pending.len() - usize::from(close.is_some());
+        Ok(Written { frames, close })
     }
 
     /// Drops the first `written` bytes of the frames at the front of `pending`.

@@ -1,7 +1,18 @@
 //! How bytes get in and out: warp routes, the WebSocket upgrade and one session task per
 //! connection. All socket I/O lives here.
+//!
+//! - `routes`: the URL table, one small function per route, each with its template.
+//! - `observe`: request span, request id and HTTP metrics around every route.
+//! - `admission`: who may come in (origin, token, group right, shutdown, limit), with
+//!   typed refusals that carry their metrics reason.
+//! - `upgrade`: the hand-made WebSocket handshake: admit, open the session, answer 101.
+//! - `session`: the socket loop of one connection (queue, frames, heartbeat, expiry).
+//! - `commands`: what client frames do (subscribe, unsubscribe, publish, refresh), with
+//!   no socket, so it is unit-tested on its own.
+//! - `connection`: the socket's writes (vectored batches, replies) and its closing.
 
 mod admission;
+mod commands;
 mod connection;
 mod observe;
 mod routes;

@@ -1,4 +1,5 @@
-//! One task per WebSocket connection.
+//! One task per WebSocket connection: the socket loop. What the client's frames do is
+//! [`super::commands`]; this module only moves bytes and keeps time.
 //!
 //! The task owns the socket (not split: one set of buffers per connection) and
 //! `select!`s over five things: a close request (slow consumer, shutdown), the outbound
@@ -12,23 +13,23 @@
 //! small replies and close frames; it is flushed before raw writes so frames never
 //! interleave.
 
-use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::connection::{Connection, Ending, Socket};
+use super::commands::Membership;
+use super::connection::{Connection, Ending, Socket, Written};
 use crate::auth::Grant;
 use crate::broker::BrokerError;
-use crate::hub::{Audience, Member};
+use crate::hub::Member;
 use crate::metrics::Disconnect;
-use crate::protocol::{
-    ClientFrame, CloseCode, EventName, FrameError, GroupName, Offset, ServerFrame,
-};
+use crate::protocol::{CloseCode, GroupName, Offset};
 use crate::state::AppState;
 
 /// Stands in for "never" on the expiry timer of a connection without a token.
@@ -37,14 +38,10 @@ const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A connection's state before and while its task runs.
 pub struct Session {
     state: AppState,
-    member: Member,
-    /// Groups this connection is in; usually a handful, bounded by `--max-subscriptions`.
-    groups: HashSet<GroupName>,
+    membership: Membership,
     /// Held for the connection's life: returning it admits the next connection.
     _permit: OwnedSemaphorePermit,
     remote: Option<SocketAddr>,
-    /// What the token allows; `None` when auth is off (everything is allowed).
-    grant: Option<Grant>,
 }
 
 impl Session {
@@ -56,14 +53,11 @@ impl Session {
         remote: Option<SocketAddr>,
         grant: Option<Grant>,
     ) -> Self {
-        state.hub.register(&member);
         Self {
+            membership: Membership::new(state.clone(), member, grant),
             state,
-            member,
-            groups: HashSet::new(),
             _permit: permit,
             remote,
-            grant,
         }
     }
 
@@ -71,95 +65,46 @@ impl Session {
     pub fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "conn",
-            conn = self.member.id(),
+            conn = self.id(),
             user = self
-                .grant
-                .as_ref()
+                .membership
+                .grant()
                 .map(|g| tracing::field::display(g.user())),
             remote = self.remote.map(tracing::field::display),
         )
     }
 
-    /// Whether the token (if any) allows joining, or publishing to, `group`.
-    fn check(&self, group: &GroupName, publish: bool) -> Result<(), FrameError> {
-        let Some(grant) = &self.grant else {
-            return Ok(());
-        };
-        let checked = if publish {
-            grant.check_publish(group)
-        } else {
-            grant.check_join(group)
-        };
-        checked.map_err(|e| FrameError::Forbidden(e.to_string()))
-    }
-
-    /// When the connection must close for its token's expiry (`None`: never).
-    fn expiry(&self) -> Option<Instant> {
-        let left = self.grant.as_ref()?.expires_in(SystemTime::now())?;
-        Some(Instant::now() + left)
-    }
-
-    /// The current token's `exp`, which only a `refresh` changes.
-    fn exp(&self) -> Option<u64> {
-        self.grant.as_ref().map(Grant::exp)
+    fn id(&self) -> crate::hub::ConnId {
+        self.membership.member().id()
     }
 
     /// Joins `group` (again: harmless); returns its offset at the moment of joining.
     pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
-        let offset = self
-            .state
-            .broker
-            .subscribe(&group, self.member.clone())
-            .await?;
-        self.groups.insert(group);
-        Ok(offset)
+        self.membership.join(group).await
     }
 
     /// Joins the user's personal group, if there is one.
     pub async fn join_personal(&mut self) -> Result<(), BrokerError> {
-        let personal = self
-            .grant
-            .as_ref()
-            .and_then(|g| g.personal_group())
-            .cloned();
-        if let Some(group) = personal {
-            self.join(group).await?;
-        }
-        Ok(())
+        self.membership.join_personal().await
     }
 
     /// Leaves every group; used when the upgrade never completed.
     pub async fn abandon(mut self) {
-        self.leave_all().await;
-    }
-
-    async fn leave_all(&mut self) {
-        self.member.end();
-        self.state.hub.unregister(&self.member);
-        for group in std::mem::take(&mut self.groups) {
-            if let Err(e) = self
-                .state
-                .broker
-                .unsubscribe(&group, self.member.id())
-                .await
-            {
-                tracing::warn!(conn = self.member.id(), %group, error = %e, "leaving group failed");
-            }
-        }
+        self.membership.leave_all().await;
     }
 
     /// Serves the connection until it ends, then leaves its groups and closes the socket.
     pub async fn run(mut self, ws: Socket) {
-        tracing::debug!(conn = self.member.id(), remote = ?self.remote, "connection opened");
+        tracing::debug!(conn = self.id(), remote = ?self.remote, "connection opened");
         let mut conn = Connection::new(ws);
         let ending = self.serve(&mut conn).await;
-        let mut discarded = self.member.take().len();
+        let mut discarded = self.membership.member().take().len();
         if matches!(ending, Ending::Drop) {
             discarded += conn.pending.len();
         }
         self.state.metrics.dropped_closed.inc_by(discarded as u64);
         // Leave first, so no more frames are queued for a connection that is going away.
-        self.leave_all().await;
+        self.membership.leave_all().await;
         let (code, how) = match &ending {
             Ending::Close(frame) => {
                 let code = u16::from(frame.code);
@@ -170,7 +115,7 @@ impl Session {
         };
         Box::pin(conn.finish(ending, self.state.config.write_timeout)).await;
         self.state.metrics.disconnected(how);
-        tracing::debug!(conn = self.member.id(), ?code, "connection closed");
+        tracing::debug!(conn = self.id(), ?code, "connection closed");
     }
 
     /// The idle state of this future is what every open connection costs, so the branches
@@ -183,11 +128,11 @@ impl Session {
         let write_timeout = self.state.config.write_timeout;
         let heartbeat = sleep_until(Instant::now() + ping_interval);
         tokio::pin!(heartbeat);
-        let mut expires_at = self.expiry();
-        let mut armed_exp = self.exp();
+        let mut expires_at = self.membership.expiry();
+        let mut armed_exp = self.membership.exp();
         let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
         tokio::pin!(expiry);
-        let member = self.member.clone();
+        let member = self.membership.member().clone();
         // Created once: a fresh `cancelled()` future per wake-up would re-register with the
         // cancellation token (a mutex) for every batch written.
         let closing = member.closing();
@@ -200,26 +145,9 @@ impl Session {
                     return Ending::Close(CloseCode::TOKEN_EXPIRED.frame());
                 }
                 _ = member.ready() => {
-                    let since;
-                    (conn.pending, since) = member.take_batch();
-                    let batch = conn.pending.len();
-                    tokio::select! {
-                        biased;
-                        _ = &mut closing => return Box::pin(self.on_closing(conn)).await,
-                        written = Box::pin(timeout(write_timeout, conn.write_pending())) => match written {
-                            Ok(Ok(close)) => {
-                                let frames = batch - conn.pending.len() - usize::from(close.is_some());
-                                self.state.metrics.batch_written(frames, since);
-                                if let Some(close) = close {
-                                    return Ending::Close(close);
-                                }
-                            }
-                            Ok(Err(_)) => return Ending::Drop,
-                            Err(_) => {
-                                tracing::debug!(conn = member.id(), "write stalled past --write-timeout");
-                                return Ending::Drop;
-                            }
-                        },
+                    let written = self.write_batch(conn, closing.as_mut(), write_timeout);
+                    if let Some(ending) = Box::pin(written).await {
+                        return ending;
                     }
                 }
                 incoming = conn.ws.next() => {
@@ -228,9 +156,9 @@ impl Session {
                         return ending;
                     }
                     // A `refresh` moves the expiry; re-arm only then.
-                    if self.exp() != armed_exp {
-                        armed_exp = self.exp();
-                        expires_at = self.expiry();
+                    if self.membership.exp() != armed_exp {
+                        armed_exp = self.membership.exp();
+                        expires_at = self.membership.expiry();
                         expiry.as_mut().reset(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
                     }
                 }
@@ -257,27 +185,52 @@ impl Session {
         }
     }
 
+    /// Writes everything queued for the member as one batch, within `write_timeout`. A
+    /// close request or shutdown (`closing`) interrupts a write stuck on a slow client.
+    /// `None` while the connection goes on.
+    async fn write_batch(
+        &mut self,
+        conn: &mut Connection,
+        closing: Pin<&mut impl Future<Output = ()>>,
+        write_timeout: Duration,
+    ) -> Option<Ending> {
+        let since;
+        (conn.pending, since) = self.membership.member().take_batch();
+        tokio::select! {
+            biased;
+            _ = closing => Some(Box::pin(self.on_closing(conn)).await),
+            written = timeout(write_timeout, conn.write_pending()) => match written {
+                Ok(Ok(Written { frames, close })) => {
+                    self.state.metrics.batch_written(frames, since);
+                    close.map(Ending::Close)
+                }
+                Ok(Err(_)) => Some(Ending::Drop),
+                Err(_) => {
+                    tracing::debug!(conn = self.id(), "write stalled past --write-timeout");
+                    Some(Ending::Drop)
+                }
+            },
+        }
+    }
+
     /// A close was requested or shutdown began. A requested close (slow consumer, a group
     /// close that found the queue full) drops the queue; on shutdown what is already queued
     /// is still written, within `--write-timeout`, before 1012.
     async fn on_closing(&mut self, conn: &mut Connection) -> Ending {
-        if let Some(frame) = self.member.requested_close() {
+        let member = self.membership.member();
+        if let Some(frame) = member.requested_close() {
             let before = conn.pending.len();
             conn.drop_unstarted();
-            let discarded = before - conn.pending.len() + self.member.take().len();
+            let discarded = before - conn.pending.len() + member.take().len();
             self.state.metrics.dropped_closed.inc_by(discarded as u64);
             return Ending::Close(frame);
         }
-        conn.pending.extend(self.member.take());
-        let batch = conn.pending.len();
-        let written = timeout(self.state.config.write_timeout, conn.write_pending()).await;
-        if let Ok(Ok(close)) = &written {
-            let frames = batch - conn.pending.len() - usize::from(close.is_some());
-            self.state.metrics.batch_written(frames, None);
-        }
-        match written {
-            Ok(Ok(Some(group_close))) => Ending::Close(group_close),
-            Ok(Ok(None)) => Ending::Close(CloseCode::SERVICE_RESTART.frame()),
+        conn.pending.extend(member.take());
+        match timeout(self.state.config.write_timeout, conn.write_pending()).await {
+            Ok(Ok(Written { frames, close })) => {
+                self.state.metrics.batch_written(frames, None);
+                Ending::Close(close.unwrap_or_else(|| CloseCode::SERVICE_RESTART.frame()))
+            }
             _ => Ending::Drop,
         }
     }
@@ -294,11 +247,7 @@ impl Session {
         };
         match msg {
             Message::Text(text) => {
-                let replies = self
-                    .on_frame(&text)
-                    .await
-                    .unwrap_or_else(|e| vec![e.to_frame()]);
-                for reply in replies {
+                for reply in self.membership.on_frame(&text).await {
                     let msg = Message::text(reply.to_json());
                     if conn
                         .send(msg, self.state.config.write_timeout)
@@ -316,108 +265,6 @@ impl Session {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
         }
     }
-
-    /// Handles one client frame and returns the replies due, in order (usually one).
-    async fn on_frame(&mut self, text: &str) -> Result<Vec<ServerFrame>, FrameError> {
-        let frame = ClientFrame::parse(text);
-        self.state.metrics.client_frame(frame.as_ref().ok());
-        let reply = match frame? {
-            ClientFrame::Ping => ServerFrame::Pong,
-            ClientFrame::Subscribe { group } => {
-                let name = parse_group(&group)?;
-                self.check(&name, false)?;
-                let offset = if self.groups.contains(&name) {
-                    self.state
-                        .broker
-                        .offset(&name)
-                        .await
-                        .map_err(|_| FrameError::Unavailable)?
-                } else {
-                    let max = self.state.config.max_subscriptions as usize;
-                    if self.groups.len() >= max {
-                        return Err(FrameError::TooManySubscriptions(max));
-                    }
-                    self.join(name).await.map_err(|_| FrameError::Unavailable)?
-                };
-                ServerFrame::Subscribed { group, offset }
-            }
-            ClientFrame::Unsubscribe { group } => {
-                let name = parse_group(&group)?;
-                if self.groups.remove(&name) {
-                    self.state
-                        .broker
-                        .unsubscribe(&name, self.member.id())
-                        .await
-                        .map_err(|_| FrameError::Unavailable)?;
-                }
-                ServerFrame::Unsubscribed { group }
-            }
-            ClientFrame::Refresh { token } => return self.refresh(&token).await,
-            ClientFrame::Publish { group, event, data } => {
-                if !self.state.config.client_publish {
-                    return Err(FrameError::PublishDisabled);
-                }
-                let name = parse_group(&group)?;
-                self.check(&name, true)?;
-                if !self.groups.contains(&name) {
-                    return Err(FrameError::NotSubscribed(group));
-                }
-                let event = match event {
-                    Some(e) => {
-                        EventName::parse(&e).map_err(|e| FrameError::InvalidEvent(e.to_string()))?
-                    }
-                    None => EventName::default_event(),
-                };
-                self.state
-                    .publish(&name, &event, &data, Audience::Everyone)
-                    .await
-                    .map_err(|_| FrameError::Unavailable)?;
-                // The publisher is a member, so the notification itself is its acknowledgement.
-                return Ok(Vec::new());
-            }
-        };
-        Ok(vec![reply])
-    }
-
-    /// Replaces the connection's token with `token` (same `sub`): its rights become the
-    /// new token's, so it first leaves the groups the new token does not allow (one
-    /// `unsubscribed` each), then answers `refreshed` with the new `exp`.
-    async fn refresh(&mut self, token: &str) -> Result<Vec<ServerFrame>, FrameError> {
-        let (Some(verifier), Some(grant)) = (&self.state.verifier, &mut self.grant) else {
-            return Err(FrameError::AuthDisabled);
-        };
-        let claims = verifier
-            .verify(token)
-            .map_err(|e| FrameError::InvalidToken(e.to_string()))?;
-        grant
-            .refresh(claims)
-            .map_err(|e| FrameError::Forbidden(e.to_string()))?;
-        let exp = grant.exp();
-        let revoked: Vec<GroupName> = self
-            .groups
-            .iter()
-            .filter(|g| !grant.may_join(g))
-            .cloned()
-            .collect();
-        let mut replies = Vec::with_capacity(revoked.len() + 1);
-        for group in revoked {
-            self.groups.remove(&group);
-            self.state
-                .broker
-                .unsubscribe(&group, self.member.id())
-                .await
-                .map_err(|_| FrameError::Unavailable)?;
-            replies.push(ServerFrame::Unsubscribed {
-                group: group.to_string(),
-            });
-        }
-        replies.push(ServerFrame::Refreshed { exp });
-        Ok(replies)
-    }
-}
-
-fn parse_group(raw: &str) -> Result<GroupName, FrameError> {
-    GroupName::parse(raw).map_err(|e| FrameError::InvalidGroup(e.to_string()))
 }
 
 /// Maps a read error to how the connection ends.

@@ -3,21 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
-
-/// Asserts a `400` whose body is exactly `{"error": <code>, "message": ...}`; returns the message.
-async fn assert_bad_request(res: reqwest::Response, code: &str, what: &str) -> String {
-    assert_eq!(res.status(), 400, "{what}");
-    let body: Value = res.json().await.unwrap();
-    let obj = body.as_object().unwrap();
-    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["error", "message"], "{what}: {body}");
-    assert_eq!(body["error"], code, "{what}: {body}");
-    let message = body["message"].as_str().unwrap_or_default().to_owned();
-    assert!(!message.is_empty(), "{what}: {body}");
-    message
-}
+use crate::helpers::{assert_error, spawn_app, TestApp};
 
 /// Closes `group` and asserts `200 {"closed": n}`.
 async fn close_ok(app: &TestApp, group: &str, body: Value, n: u64) {
@@ -87,7 +73,7 @@ async fn close_codes_outside_1000_and_3000_to_4999_are_refused_and_nobody_is_clo
         let res = app
             .close_group("g", json!({"code": code, "reason": "nope"}))
             .await;
-        let message = assert_bad_request(res, "invalid_close_code", &format!("code {code}")).await;
+        let message = assert_error(res, 400, "invalid_close_code", &format!("code {code}")).await;
         assert!(message.contains("3000-4999"), "code {code}: {message}");
     }
 
@@ -108,7 +94,7 @@ async fn a_close_reason_over_123_bytes_is_refused() {
         let res = app
             .close_group("g", json!({"code": 4000, "reason": reason}))
             .await;
-        assert_bad_request(res, "invalid_close_reason", what).await;
+        assert_error(res, 400, "invalid_close_reason", what).await;
     }
 
     app.notify_ok("g", "e", json!("still open")).await;

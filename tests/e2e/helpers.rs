@@ -1,5 +1,10 @@
 //! `spawn_app()` and typed helpers shared by every e2e test.
 
+mod raw_http;
+
+pub use raw_http::post_chunked;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -216,17 +221,15 @@ impl TestApp {
 
     /// Waits until `group` has `n` local subscribers (sessions leave asynchronously).
     pub async fn wait_for_subscribers(&self, group: &str, n: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if self.group(group).await["subscribers"] == n {
-                return;
+        eventually(move || async move {
+            let subscribers = self.group(group).await["subscribers"].clone();
+            if subscribers == n {
+                Ok(())
+            } else {
+                Err(format!("{group} has {subscribers} subscribers, not {n}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{group} never reached {n} subscribers"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -254,6 +257,63 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// Runs `check` every 20 ms until it returns `Ok`, for at most `limit`. For state that
+/// settles a moment after what the test saw (a session leaving, a counter moving); `Err`
+/// says what the last check found, for the failure message.
+pub async fn poll_until<T, Fut>(
+    limit: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> Result<T, String>
+where
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let why = match check().await {
+            Ok(done) => return Ok(done),
+            Err(why) => why,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(why);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`poll_until`] for [`WAIT`], failing the test with the last check's finding.
+pub async fn eventually<T, Fut>(check: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Result<T, String>>,
+{
+    poll_until(WAIT, check)
+        .await
+        .unwrap_or_else(|why| panic!("still not so after {WAIT:?}: {why}"))
+}
+
+/// Asserts an error body is exactly `{"error": <code>, "message": <non-empty text>}`.
+pub fn assert_error_body(body: &Value, code: &str, what: &str) {
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: error body is not an object: {body}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["error", "message"], "{what}: {body}");
+    assert_eq!(body["error"], code, "{what}: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: message should be non-empty text: {body}"
+    );
+}
+
+/// Asserts `res` is `status` with the error body of `code` (see [`assert_error_body`]);
+/// returns the message.
+pub async fn assert_error(res: reqwest::Response, status: u16, code: &str, what: &str) -> String {
+    assert_eq!(res.status(), status, "{what}");
+    let body: Value = res.json().await.unwrap();
+    assert_error_body(&body, code, what);
+    body["message"].as_str().unwrap_or_default().to_owned()
 }
 
 /// A test WebSocket client.

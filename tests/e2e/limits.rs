@@ -1,11 +1,9 @@
 //! `--max-connections`: past the limit upgrades get 503, the connections already open
 //! are unaffected, and a freed slot admits the next client.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp, Ws, WAIT};
+use crate::helpers::{eventually, spawn_app_with, TestApp, Ws};
 
 /// One upgrade attempt on `path`: the open socket, or the HTTP status and body it was
 /// refused with.
@@ -67,20 +65,14 @@ async fn after_a_connection_closes_a_new_one_is_admitted() {
 
     // The slot comes back once the server has finished with the closed connection,
     // which happens asynchronously: retry for a bounded time.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut newcomer = loop {
+    let mut newcomer = eventually(|| async {
         match try_connect(&app, "/ws/g").await {
-            Ok(ws) => break ws,
-            Err((503, _)) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the closed connection's slot never came back"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            Ok(ws) => Ok(ws),
+            Err((503, _)) => Err("the closed connection's slot never came back".to_owned()),
             Err((status, body)) => panic!("unexpected refusal {status}: {body:?}"),
         }
-    };
+    })
+    .await;
 
     let reply = app.notify_ok("g", "e", json!("welcome")).await;
     assert_eq!(reply["recipients"], 3);

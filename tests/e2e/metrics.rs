@@ -3,11 +3,10 @@
 //! queries exists, request ids are echoed and `--metrics-listen` moves `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, WAIT};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp, Ws};
 
 /// One scrape: series (`name{label="v",...}`, labels sorted) to value.
 struct Scrape(HashMap<String, f64>);
@@ -77,40 +76,44 @@ async fn scrape(app: &TestApp) -> Scrape {
 /// Scrapes until `series` reaches `want` (sessions record as they finish writing or
 /// closing, a moment after the client saw it), then returns that scrape.
 async fn scrape_when(app: &TestApp, series: &str, want: f64) -> Scrape {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(move || async move {
         let s = scrape(app).await;
-        if s.get(series) == want {
-            return s;
+        match s.get(series) {
+            got if got == want => Ok(s),
+            got => Err(format!("{series} stayed at {got} (want {want})")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} stayed at {} (want {want})",
-            s.get(series)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
-#[tokio::test]
-async fn counters_move_by_exactly_the_traffic_sent() {
-    const MEMBERS: usize = 3;
-    const NOTIFIES: usize = 5;
+const MEMBERS: usize = 3;
+const NOTIFIES: usize = 5;
+
+/// A node with room for [`MEMBERS`] connections in `metrics:room` plus one more.
+async fn spawn_room_app() -> (TestApp, Vec<Ws>) {
     let app = spawn_app_with(|c| c.max_connections = MEMBERS as u32 + 1).await;
     let mut members = Vec::new();
     for _ in 0..MEMBERS {
         members.push(app.ws("/ws/metrics:room").await);
     }
-    // The last free slot: a /ws connection that sends a few frames of its own.
+    (app, members)
+}
+
+/// Fills the last free slot with a `/ws` connection that sends a ping, a frame that does
+/// not parse and a subscribe to `metrics:other`.
+async fn chatty(app: &TestApp) -> Ws {
     let mut chatty = app.ws("/ws").await;
     chatty.send_json(json!({"type": "ping"})).await;
     assert_eq!(chatty.recv_json().await["type"], "pong");
     chatty.send_json(json!({"type": "nonsense"})).await;
     assert_eq!(chatty.recv_json().await["type"], "error");
     chatty.subscribe("metrics:other").await;
-    // Past --max-connections: refused before any upgrade.
-    let refused = app.try_ws("/ws/metrics:room", &[]).await.err().unwrap();
-    assert_eq!(refused.status, 503);
+    chatty
+}
+
+#[tokio::test]
+async fn notify_counters_move_by_exactly_the_notifications_sent() {
+    let (app, mut members) = spawn_room_app().await;
 
     for i in 0..NOTIFIES {
         let reply = app.notify_ok("metrics:room", "tick", json!(i)).await;
@@ -143,6 +146,21 @@ async fn counters_move_by_exactly_the_traffic_sent() {
         (MEMBERS as f64..=delivered).contains(&batches),
         "{batches} batches"
     );
+    assert_eq!(
+        s.get(r#"herald_messages_dropped_total{reason="closed"}"#),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn connection_counters_count_upgrades_refusals_frames_and_memberships() {
+    let (app, _members) = spawn_room_app().await;
+    let _chatty = chatty(&app).await;
+    // Past --max-connections: refused before any upgrade.
+    let refused = app.try_ws("/ws/metrics:room", &[]).await.err().unwrap();
+    assert_eq!(refused.status, 503);
+
+    let s = scrape(&app).await;
     assert_eq!(s.get("herald_connections"), (MEMBERS + 1) as f64);
     assert_eq!(
         s.get("herald_connections_accepted_total"),
@@ -170,10 +188,12 @@ async fn counters_move_by_exactly_the_traffic_sent() {
         let series = format!(r#"herald_client_frames_total{{type="{kind}"}}"#);
         assert_eq!(s.get(&series), count, "{series}");
     }
-    assert_eq!(
-        s.get(r#"herald_messages_dropped_total{reason="closed"}"#),
-        0.0
-    );
+}
+
+#[tokio::test]
+async fn a_group_close_counts_one_application_disconnect_per_member() {
+    let (app, mut members) = spawn_room_app().await;
+    let _chatty = chatty(&app).await;
 
     // A backend closes the group with its own code: one disconnect per member, counted
     // as "application" (3000-4999 other than herald's own are one label value).
@@ -198,8 +218,13 @@ async fn counters_move_by_exactly_the_traffic_sent() {
     };
     assert_eq!(s.get("herald_subscriptions"), 1.0);
     assert_eq!(s.get("herald_groups"), 1.0);
+}
 
-    // Route templates, never raw paths: no group name appears anywhere in the scrape.
+#[tokio::test]
+async fn routes_are_labelled_by_template_never_by_raw_path() {
+    let (app, _members) = spawn_room_app().await;
+    let _chatty = chatty(&app).await;
+
     app.group("metrics:other").await;
     let res = app.http.get(app.url("/no/such/path")).send().await.unwrap();
     assert_eq!(res.status(), 404);

@@ -9,6 +9,8 @@ use serde_json::json;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::helpers::poll_until;
+
 /// Starts the herald binary on a free port and returns it with the address it logged.
 fn start_herald(args: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -45,17 +47,15 @@ fn sigterm(child: &std::process::Child) {
 }
 
 async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("herald did not exit within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let exited = poll_until(limit, || {
+        let status = child.try_wait().unwrap();
+        std::future::ready(status.ok_or_else(|| "still running".to_owned()))
+    })
+    .await;
+    exited.unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("herald did not exit within {limit:?}");
+    })
 }
 
 #[tokio::test]

@@ -1,0 +1,175 @@
+//! CPU use over a measured phase: per process, per core, and which side was the limit.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::procfs::{allowed_cpus, core_jiffies, cpu_time};
+use crate::report::round1;
+
+/// CPU used by a process between two readings, as a percentage of one core.
+pub struct CpuMeter {
+    pid: u32,
+    start: Option<Duration>,
+    wall: std::time::Instant,
+}
+
+impl CpuMeter {
+    pub fn start(pid: u32) -> Self {
+        Self {
+            pid,
+            start: cpu_time(pid),
+            wall: std::time::Instant::now(),
+        }
+    }
+
+    /// Percent of one core since `start`, or None when /proc could not be read.
+    pub fn percent(&self) -> Option<f64> {
+        let used = cpu_time(self.pid)?.checked_sub(self.start?)?;
+        let wall = self.wall.elapsed().as_secs_f64();
+        (wall > 0.0).then(|| round1(100.0 * used.as_secs_f64() / wall))
+    }
+}
+
+/// The CPU meters of one measured phase, started together: the hub process (when its pid
+/// is known), this process and every core.
+pub struct PhaseMeters {
+    hub_pid: Option<u32>,
+    hub: Option<CpuMeter>,
+    client: CpuMeter,
+    cores: CoreMeter,
+}
+
+impl PhaseMeters {
+    pub fn start(hub_pid: Option<u32>) -> Self {
+        Self {
+            hub_pid,
+            hub: hub_pid.map(CpuMeter::start),
+            client: CpuMeter::start(std::process::id()),
+            cores: CoreMeter::start(),
+        }
+    }
+
+    /// CPU use since `start`.
+    pub fn finish(&self) -> CpuUse {
+        let hub = self.hub.as_ref().and_then(CpuMeter::percent);
+        let client = self.client.percent();
+        let cores_busy = self.cores.percent();
+        CpuUse {
+            hub,
+            client,
+            others: self.cores.others_percent(&[hub, client]),
+            hub_core: self
+                .hub_pid
+                .and_then(|p| CoreMeter::pinned_percent(&cores_busy, p)),
+            client_core: CoreMeter::pinned_percent(&cores_busy, std::process::id()),
+            cores_busy,
+        }
+    }
+}
+
+/// CPU use over one phase, in percent of one core.
+#[derive(Default)]
+pub struct CpuUse {
+    pub hub: Option<f64>,
+    pub client: Option<f64>,
+    pub cores_busy: Vec<f64>,
+    pub hub_core: Option<f64>,
+    pub client_core: Option<f64>,
+    pub others: Option<f64>,
+}
+
+impl CpuUse {
+    /// The JSON result fields, each key prefixed with `prefix` (`""` or `"burst_"`).
+    pub fn json_fields(&self, prefix: &str) -> serde_json::Map<String, Value> {
+        let fields = [
+            ("hub_cpu_pct", serde_json::json!(self.hub)),
+            ("client_cpu_pct", serde_json::json!(self.client)),
+            ("cores_busy_pct", serde_json::json!(self.cores_busy)),
+            ("hub_core_busy_pct", serde_json::json!(self.hub_core)),
+            ("client_core_busy_pct", serde_json::json!(self.client_core)),
+            ("other_cpu_pct", serde_json::json!(self.others)),
+        ];
+        fields
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect()
+    }
+}
+
+/// How busy each core was between two readings (user + system + irq + softirq), which
+/// also counts the loopback TCP work that per-process CPU time misses.
+pub struct CoreMeter {
+    start: Vec<(u64, u64, u64)>,
+}
+
+impl CoreMeter {
+    pub fn start() -> Self {
+        Self {
+            start: core_jiffies(),
+        }
+    }
+
+    /// Busy percent of the core `pid` is pinned to; None when it may run on several.
+    pub fn pinned_percent(busy: &[f64], pid: u32) -> Option<f64> {
+        match allowed_cpus(pid).as_slice() {
+            [one] => busy.get(*one).copied(),
+            _ => None,
+        }
+    }
+
+    /// Process time on all cores since `start` that neither `pids` used, in percent of one
+    /// core: other work on the machine (builds, tests) that disturbs the measurement.
+    pub fn others_percent(&self, used: &[Option<f64>]) -> Option<f64> {
+        let now = core_jiffies();
+        let cores = now.len().min(self.start.len());
+        if cores == 0 {
+            return None;
+        }
+        let (mut task, mut total) = (0u64, 0u64);
+        for ((_, t1, k1), (_, t0, k0)) in now.iter().zip(&self.start) {
+            task += k1.saturating_sub(*k0);
+            total += t1.saturating_sub(*t0);
+        }
+        if total == 0 {
+            return None;
+        }
+        let per_core = total as f64 / cores as f64;
+        let all = 100.0 * task as f64 / per_core;
+        let ours: f64 = used.iter().map(|u| u.unwrap_or(0.0)).sum();
+        Some(round1((all - ours).max(0.0)))
+    }
+
+    /// Percent busy per core since `start`.
+    pub fn percent(&self) -> Vec<f64> {
+        core_jiffies()
+            .iter()
+            .zip(&self.start)
+            .map(|((b1, t1, _), (b0, t0, _))| {
+                let total = t1.saturating_sub(*t0);
+                if total == 0 {
+                    0.0
+                } else {
+                    round1(100.0 * b1.saturating_sub(*b0) as f64 / total as f64)
+                }
+            })
+            .collect()
+    }
+}
+
+/// Which side's core was saturated (>= 90% busy, softirq included) during a measurement.
+pub fn bottleneck(hub_core: Option<f64>, client_core: Option<f64>) -> String {
+    let sat = |v: Option<f64>| v.is_some_and(|v| v >= 90.0);
+    let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0}%"));
+    let verdict = match (sat(hub_core), sat(client_core)) {
+        (true, false) => "hub core saturated",
+        (false, true) => "CLIENT core saturated: the hub may be able to do more",
+        (true, true) => "both cores saturated",
+        (false, false) => "neither core saturated (latency/rate-bound)",
+    };
+    format!(
+        "{verdict} (hub core {}, client core {})",
+        show(hub_core),
+        show(client_core)
+    )
+}

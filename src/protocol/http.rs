@@ -1,0 +1,155 @@
+//! The HTTP API's request and reply bodies (`openapi.yaml` `components/schemas`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Offset, UserId};
+
+/// Body of `POST /notify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyRequest {
+    /// One target group. Exactly one of `group` and `groups` is given.
+    pub group: Option<String>,
+    /// Several target groups that all receive the same event.
+    pub groups: Option<Vec<String>>,
+    /// Event type; `"message"` when absent.
+    pub event: Option<String>,
+    /// Only connections of these users (their token's `sub`) receive it.
+    pub users: Option<Vec<String>>,
+    /// Any JSON value, forwarded verbatim to every member.
+    pub data: Box<RawValue>,
+}
+
+/// Reply to `POST /notify` for one group.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupDelivery {
+    /// The target group.
+    pub group: String,
+    /// The offset the notification got in that group.
+    pub offset: Offset,
+    /// Members of that group on this node that it was handed to.
+    pub recipients: usize,
+}
+
+/// Reply to `POST /notify`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NotifyResponse {
+    /// Unique id of this notify request.
+    pub id: String,
+    /// The notification's offset (single-group form only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<Offset>,
+    /// Members reached on this node, summed over all target groups.
+    pub recipients: usize,
+    /// One entry per target group (`groups` form only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<GroupDelivery>>,
+}
+
+/// Body of `POST /notify/batch`: each item is exactly a [`NotifyRequest`] body. Items
+/// are kept as raw JSON here, so each is checked on its own and an error names its index.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyBatchRequest<'a> {
+    /// The notifications, in the order they are published.
+    #[serde(borrow)]
+    pub notifications: Vec<&'a RawValue>,
+}
+
+/// Reply to `POST /notify/batch`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NotifyBatchResponse {
+    /// One `POST /notify` reply per notification, in the order of the request.
+    pub results: Vec<NotifyResponse>,
+}
+
+/// Body of `POST /groups/{group}/close` and `POST /users/{user}/close`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseRequest {
+    /// Close code: 1000 or 3000–4999. Defaults to 1000. A whole number written with a
+    /// fraction (`4000.0`) is accepted, as JSON Schema's `integer` allows.
+    #[serde(default = "default_close_code", deserialize_with = "whole_number")]
+    pub code: u32,
+    /// Close reason, at most 123 bytes of UTF-8.
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn default_close_code() -> u32 {
+    1000
+}
+
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+            .map(|f| f as u64)
+    });
+    // Out-of-range codes still parse (saturated) so validation can explain the code rule.
+    whole
+        .map(|w| u32::try_from(w).unwrap_or(u32::MAX))
+        .ok_or_else(|| D::Error::custom(format!("close code must be a whole number, got {n}")))
+}
+
+/// Reply to `POST /groups/{group}/close` and `POST /users/{user}/close`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Closed {
+    /// Connections on this node that were closed.
+    pub closed: usize,
+}
+
+/// One entry of `GET /groups`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The group.
+    pub group: String,
+    /// Its members on this node.
+    pub subscribers: usize,
+}
+
+/// Reply to `GET /groups`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupList {
+    /// Groups with members on this node, by name, up to the requested limit.
+    pub groups: Vec<GroupSummary>,
+    /// How many such groups there are in all.
+    pub total: usize,
+}
+
+/// Reply to `GET /groups/{group}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group.
+    pub group: String,
+    /// Its members on this node.
+    pub subscribers: usize,
+    /// The offset of its latest notification (0: none yet).
+    pub offset: Offset,
+    /// Distinct users among its members on this node, up to the requested limit.
+    pub users: Vec<UserId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_may_be_written_as_whole_floats() {
+        let r: CloseRequest = serde_json::from_str(r#"{"code":3000.0}"#).unwrap();
+        assert_eq!(r.code, 3000);
+        assert!(serde_json::from_str::<CloseRequest>(r#"{"code":3000.5}"#).is_err());
+        assert!(serde_json::from_str::<CloseRequest>(r#"{"code":-1}"#).is_err());
+    }
+
+    #[test]
+    fn notify_request_keeps_null_data_and_requires_the_field() {
+        let r: NotifyRequest = serde_json::from_str(r#"{"group":"g","data":null}"#).unwrap();
+        assert_eq!(r.data.get(), "null");
+        let err = serde_json::from_str::<NotifyRequest>(r#"{"group":"g"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `data`"), "{err}");
+    }
+}
