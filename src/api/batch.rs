@@ -9,7 +9,7 @@ use super::error::BodyLimit;
 use super::notify::Notification;
 use super::{body, json, ApiError};
 use crate::metrics::Via;
-use crate::protocol::{is_json_object, NotifyBatchRequest, NotifyBatchResponse};
+use crate::protocol::{is_json_object, NotifyBatchRequest, NotifyBatchResponse, NotifyRequest};
 use crate::state::AppState;
 
 /// Most notifications one batch may carry.
@@ -36,8 +36,12 @@ pub async fn notify_batch(state: AppState, raw: Bytes) -> Result<Response, ApiEr
 }
 
 /// Parses and validates the whole batch: 1 to [`MAX_BATCH`] items, each a valid
-/// `POST /notify` body of at most `item_limit` (as that endpoint's body limit).
-fn parse(raw: &[u8], item_limit: BodyLimit) -> Result<Vec<Notification>, ApiError> {
+/// `POST /notify` body of at most `item_limit` bytes (that endpoint's body limit).
+///
+/// The body is read as a list of raw items first (JSON syntax anywhere is `invalid_json`
+/// for the whole body), then each item is checked on its own, so an error names its item.
+/// Nothing is copied: every item borrows from `raw`.
+fn parse(raw: &[u8], item_limit: BodyLimit) -> Result<Vec<Notification<'_>>, ApiError> {
     let batch: NotifyBatchRequest<'_> = body::parse(raw)?;
     let items = batch.notifications;
     if items.is_empty() || items.len() > MAX_BATCH {
@@ -54,7 +58,7 @@ fn parse(raw: &[u8], item_limit: BodyLimit) -> Result<Vec<Notification>, ApiErro
         .iter()
         .enumerate()
         .map(|(index, item)| {
-            let json = item.get().as_bytes();
+            let json = item.get();
             if json.len() > item_limit.bytes as usize {
                 let limit = BodyLimit {
                     what: "notification",
@@ -62,13 +66,14 @@ fn parse(raw: &[u8], item_limit: BodyLimit) -> Result<Vec<Notification>, ApiErro
                 };
                 return Err(in_batch(index, ApiError::PayloadTooLarge(limit)));
             }
-            if !is_json_object(json) {
-                return Err(in_batch(
-                    index,
-                    ApiError::InvalidRequest("a notification must be a JSON object".into()),
-                ));
+            if !is_json_object(json.as_bytes()) {
+                let e = ApiError::InvalidRequest("a notification must be a JSON object".into());
+                return Err(in_batch(index, e));
             }
-            Notification::parse(json).map_err(|e| in_batch(index, e))
+            serde_json::from_str::<NotifyRequest<'_>>(json)
+                .map_err(body::json_error)
+                .and_then(Notification::validate)
+                .map_err(|e| in_batch(index, e))
         })
         .collect()
 }

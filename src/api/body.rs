@@ -66,24 +66,35 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Parses a JSON object body, telling syntax errors (`invalid_json`) from shape errors
-/// (`invalid_request`).
+/// (`invalid_request`). The result may borrow from `body`.
 pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    let invalid = |e: serde_json::Error| {
-        if e.is_syntax() || e.is_eof() {
-            ApiError::InvalidJson(e.to_string())
-        } else {
-            ApiError::InvalidRequest(e.to_string())
-        }
-    };
+    let text = text(body)?;
     // serde's derived structs also accept a JSON array (fields by position); the API
     // takes objects only.
     if !crate::protocol::is_json_object(body) {
-        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(invalid)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(json_error)?;
         return Err(ApiError::InvalidRequest(
             "the body must be a JSON object".into(),
         ));
     }
-    serde_json::from_slice(body).map_err(invalid)
+    serde_json::from_str(text).map_err(json_error)
+}
+
+/// The body as text. JSON is UTF-8; checking the whole body once here spares the parser
+/// checking every string and raw value again (it trusts a `&str`).
+pub fn text(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|e| ApiError::InvalidJson(format!("the body is not UTF-8: {e}")))
+}
+
+/// A parse error as the API reports it: `invalid_json` for syntax, `invalid_request` for
+/// a body of the wrong shape.
+pub fn json_error(e: serde_json::Error) -> ApiError {
+    if e.is_syntax() || e.is_eof() {
+        ApiError::InvalidJson(e.to_string())
+    } else {
+        ApiError::InvalidRequest(e.to_string())
+    }
 }
 
 #[cfg(test)]

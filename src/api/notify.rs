@@ -10,7 +10,9 @@ use warp::reply::Response;
 use super::{body, json, ApiError};
 use crate::hub::Audience;
 use crate::metrics::Via;
-use crate::protocol::{EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, UserId};
+use crate::protocol::{
+    EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, Text, UserId,
+};
 use crate::state::AppState;
 
 /// Most groups one notify may target.
@@ -19,24 +21,29 @@ pub const MAX_TARGET_GROUPS: usize = 100;
 /// Most users one notify may target.
 pub const MAX_TARGET_USERS: usize = 1000;
 
-/// A `POST /notify` body that passed every check, ready to publish.
+/// A `POST /notify` body that passed every check, ready to publish. `data` is still
+/// borrowed from the request body.
 #[derive(Debug)]
-pub struct Notification {
+pub struct Notification<'a> {
     targets: Vec<GroupName>,
     /// Given as `group` (the single-group reply) rather than `groups`.
     single: bool,
     event: EventName,
     users: Option<HashSet<UserId>>,
-    data: Box<RawValue>,
+    data: &'a RawValue,
 }
 
-impl Notification {
+impl<'a> Notification<'a> {
     /// Parses and validates a `POST /notify` body; nothing is published yet.
-    pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
-        let req: NotifyRequest = body::parse(raw)?;
+    pub fn parse(raw: &'a [u8]) -> Result<Self, ApiError> {
+        Self::validate(body::parse(raw)?)
+    }
+
+    /// Validates a parsed `POST /notify` body (also one item of a batch).
+    pub fn validate(req: NotifyRequest<'a>) -> Result<Self, ApiError> {
         let (targets, single) = targets(req.group, req.groups)?;
         let event = match req.event {
-            Some(e) => EventName::parse(&e).map_err(ApiError::InvalidEvent)?,
+            Some(e) => EventName::parse(&e.0).map_err(ApiError::InvalidEvent)?,
             None => EventName::default_event(),
         };
         let users = req.users.map(users).transpose()?;
@@ -59,7 +66,7 @@ impl Notification {
         let mut deliveries = Vec::with_capacity(self.targets.len());
         for group in &self.targets {
             let published = state
-                .publish(group, &self.event, &self.data, audience)
+                .publish(group, &self.event, self.data, audience)
                 .await?;
             deliveries.push(GroupDelivery {
                 group: group.to_string(),
@@ -97,7 +104,7 @@ pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
 }
 
 /// Validates `users`: 1 to [`MAX_TARGET_USERS`] valid ids (repeats are harmless).
-fn users(list: Vec<String>) -> Result<HashSet<UserId>, ApiError> {
+fn users(list: Vec<Text<'_>>) -> Result<HashSet<UserId>, ApiError> {
     if list.is_empty() || list.len() > MAX_TARGET_USERS {
         return Err(ApiError::InvalidRequest(format!(
             "`users` must list 1 to {MAX_TARGET_USERS} users, got {}",
@@ -105,18 +112,18 @@ fn users(list: Vec<String>) -> Result<HashSet<UserId>, ApiError> {
         )));
     }
     list.iter()
-        .map(|u| UserId::parse(u).map_err(ApiError::InvalidUser))
+        .map(|u| UserId::parse(&u.0).map_err(ApiError::InvalidUser))
         .collect()
 }
 
 /// Validates `group` / `groups`: exactly one of them, valid names, no repeats.
 fn targets(
-    group: Option<String>,
-    groups: Option<Vec<String>>,
+    group: Option<Text<'_>>,
+    groups: Option<Vec<Text<'_>>>,
 ) -> Result<(Vec<GroupName>, bool), ApiError> {
     match (group, groups) {
         (Some(g), None) => Ok((
-            vec![GroupName::parse(&g).map_err(ApiError::InvalidGroup)?],
+            vec![GroupName::parse(&g.0).map_err(ApiError::InvalidGroup)?],
             true,
         )),
         (None, Some(list)) => {
@@ -127,7 +134,7 @@ fn targets(
                 )));
             }
             let mut names = Vec::with_capacity(list.len());
-            for raw in &list {
+            for Text(raw) in &list {
                 let name = GroupName::parse(raw).map_err(ApiError::InvalidGroup)?;
                 if names.contains(&name) {
                     return Err(ApiError::InvalidRequest(format!(
@@ -144,5 +151,26 @@ fn targets(
         (None, None) => Err(ApiError::InvalidRequest(
             "missing field `group` (or `groups`)".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_may_be_written_with_json_escapes_and_data_stays_verbatim() {
+        let raw = br#"{"group":"room\u003a1","event":"a\u002eb","users":["\u0031"],"data":{"x":"\u00e9"}}"#;
+        let n = Notification::parse(raw).unwrap();
+        assert_eq!(n.targets, [GroupName::parse("room:1").unwrap()]);
+        assert_eq!(n.event.as_str(), "a.b");
+        assert!(n.users.unwrap().contains(&UserId::parse("1").unwrap()));
+        assert_eq!(n.data.get(), r#"{"x":"\u00e9"}"#);
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_invalid_json() {
+        let err = Notification::parse(b"{\"group\":\"\xff\",\"data\":1}").unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
     }
 }

@@ -111,12 +111,15 @@ impl Hub {
     /// in `audience`. The bytes are shared, not copied: a clone only bumps a reference
     /// count.
     pub fn deliver(&self, group: &GroupName, frame: &Bytes, audience: Audience<'_>) -> Fanout {
-        // One clock read per fan-out, not per member: the delivery-lag metric's start.
-        let now = Instant::now();
         let shard = self.groups.read(group);
         let mut out = Fanout::default();
-        let members = shard.get(group).into_iter().flat_map(|m| m.values());
-        for member in members.filter(|m| audience.includes(m)) {
+        let Some(members) = shard.get(group) else {
+            return out;
+        };
+        // One clock read per fan-out, not per member (and none for a group without
+        // local members): the delivery-lag metric's start.
+        let now = Instant::now();
+        for member in members.values().filter(|m| audience.includes(m)) {
             match member.try_deliver_at(frame, now) {
                 Delivery::Queued => out.queued += 1,
                 Delivery::Slow => out.slow += 1,

@@ -13,7 +13,7 @@ pub use close::CloseCode;
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
     CloseRequest, Closed, GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest,
-    NotifyBatchResponse, NotifyRequest, NotifyResponse,
+    NotifyBatchResponse, NotifyRequest, NotifyResponse, Text,
 };
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
 pub use wire::encode_notify;
