@@ -63,33 +63,29 @@ impl<'a> Notification<'a> {
             .users
             .as_ref()
             .map_or(Audience::Everyone, Audience::Users);
-        let mut deliveries = Vec::with_capacity(self.targets.len());
+        // The per-group list only for the `groups` form: a single-group reply needs
+        // no copy of the group's name.
+        let mut deliveries = (!self.single).then(|| Vec::with_capacity(self.targets.len()));
+        let (mut recipients, mut first_offset) = (0, None);
         for group in &self.targets {
             let published = state
                 .publish(group, &self.event, self.data, audience)
                 .await?;
-            deliveries.push(GroupDelivery {
-                group: group.to_string(),
-                offset: published.offset,
-                recipients: published.fanout.queued,
-            });
+            recipients += published.fanout.queued;
+            first_offset.get_or_insert(published.offset);
+            if let Some(list) = deliveries.as_mut() {
+                list.push(GroupDelivery {
+                    group: group.to_string(),
+                    offset: published.offset,
+                    recipients: published.fanout.queued,
+                });
+            }
         }
-        let recipients = deliveries.iter().map(|d| d.recipients).sum();
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        Ok(if self.single {
-            NotifyResponse {
-                id,
-                offset: deliveries.first().map(|d| d.offset),
-                recipients,
-                groups: None,
-            }
-        } else {
-            NotifyResponse {
-                id,
-                offset: None,
-                recipients,
-                groups: Some(deliveries),
-            }
+        Ok(NotifyResponse {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            offset: if self.single { first_offset } else { None },
+            recipients,
+            groups: deliveries,
         })
     }
 }
