@@ -77,6 +77,36 @@ pub struct Config {
     #[arg(long, env = "HERALD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Serve the backend API (`POST /notify`, `/groups…`, `/users/{user}/close`) on this
+    /// separate address only, e.g. a private interface, so that public traffic on
+    /// `--listen` can never crowd out backends. Unset: the API is on `--listen`.
+    #[arg(long, env = "HERALD_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// How long a client may take to send a whole HTTP request head, counted from its
+    /// first byte (or from connecting), not per read; slower connections are closed.
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// How long a client may take to send a request body; past it the answer is 408.
+    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_body_timeout: Duration,
+
+    /// How long a kept-alive HTTP connection may wait for its next request.
+    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most plain-HTTP connections (everything but WebSockets) at once, per listener.
+    /// At the cap a new connection takes the slot of the one that has waited longest
+    /// for a request; when every connection is busy with a request, it gets 503.
+    #[arg(long, env = "HERALD_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections: u32,
+
+    /// Largest HTTP request head (request line and headers), in bytes; larger ones get
+    /// 431. Bounds the memory an unfinished head can hold.
+    #[arg(long, env = "HERALD_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub max_header_bytes: u32,
+
     /// Log format: `text` for people, `json` for log pipelines. Filter with `RUST_LOG`.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -159,6 +189,20 @@ impl std::str::FromStr for Secret {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Self(s.to_owned()))
+    }
+}
+
+impl Config {
+    /// The limits every plain-HTTP connection is served with.
+    pub fn http_limits(&self) -> crate::transport::HttpLimits {
+        crate::transport::HttpLimits {
+            deadlines: crate::transport::ReadDeadlines {
+                header: self.http_header_timeout,
+                idle: self.http_idle_timeout,
+            },
+            max_head_bytes: self.max_header_bytes as usize,
+            max_connections: self.max_http_connections as usize,
+        }
     }
 }
 

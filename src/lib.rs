@@ -17,8 +17,9 @@
 //!   bodies (`http`), names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
 //! - [`broker`]: offsets and delivery to every node with members (memory by default).
-//! - [`transport`]: warp routes (one table), admission, the WebSocket upgrade, one
-//!   session task per connection and the client commands it runs.
+//! - [`transport`]: warp routes (one table) served over HTTP/1.1 with read deadlines and
+//!   connection caps (`transport::http`), admission, the WebSocket upgrade, one session
+//!   task per connection and the client commands it runs.
 //! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
 //!
 //! # Flows
@@ -35,9 +36,9 @@
 //!   (atomically with the group's offset) before answering 101 → `transport::commands`
 //!   handles the client's frames → live frames until the token's expiry (4102) unless
 //!   refreshed.
-//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → warp
-//!   stops accepting, every session sends 1012 and ends → `run` returns once all ended or
-//!   `--drain-timeout` passed.
+//! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → the
+//!   listeners stop accepting, idle HTTP connections close at once, every session sends
+//!   1012 and ends → `run` returns once all ended or `--drain-timeout` passed.
 
 #![forbid(unsafe_code)]
 

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(config.log_format);
     tracing::info!(?config, "starting herald {}", env!("CARGO_PKG_VERSION"));
-    raise_fd_limit(config.max_connections);
+    raise_fd_limit(&config);
     let server = match Server::bind(config.clone()) {
         Ok(server) => server,
         Err(e) => {

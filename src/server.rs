@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{KeyError, Verifier};
 use crate::config::Config;
@@ -32,19 +33,23 @@ pub struct Server {
     listener: TcpListener,
     /// `--metrics-listen`: a second listener serving only `/metrics`.
     metrics_listener: Option<TcpListener>,
+    /// `--api-listen`: a listener for the backend API.
+    api_listener: Option<TcpListener>,
     state: AppState,
 }
 
 impl Server {
     /// Loads the JWT key, if any, then binds `config.listen` and, when set,
-    /// `config.metrics_listen` (port 0 picks a free port).
+    /// `config.metrics_listen` and `config.api_listen` (port 0 picks a free port).
     pub fn bind(config: Config) -> Result<Self, StartError> {
         let verifier = Verifier::from_config(&config)?;
         let listener = listen(config.listen)?;
         let metrics_listener = config.metrics_listen.map(listen).transpose()?;
+        let api_listener = config.api_listen.map(listen).transpose()?;
         Ok(Self {
             listener,
             metrics_listener,
+            api_listener,
             state: AppState::new(config, verifier),
         })
     }
@@ -59,36 +64,50 @@ impl Server {
         self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
+    /// The `--api-listen` address actually bound, when one is configured.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_listener.as_ref()?.local_addr().ok()
+    }
+
     /// The node's shared state (tests inspect the hub through it).
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
     /// Serves until `signal` resolves, then shuts down: stop accepting, close every
-    /// WebSocket with 1012, let in-flight requests finish, and return once everything
-    /// has ended or `--drain-timeout` has passed.
+    /// WebSocket with 1012 and every idle HTTP connection at once, let in-flight requests
+    /// finish, and return once everything has ended or `--drain-timeout` has passed.
     pub async fn run(self, signal: impl Future<Output = ()>) {
         let Self {
             listener,
             metrics_listener,
+            api_listener,
             state,
         } = self;
-        let routes = transport::routes(state.clone());
-        let http = warp::serve(routes)
-            .incoming(listener)
-            .graceful(state.shutdown.clone().cancelled_owned())
-            .run();
-        let http = tokio::spawn(http);
-        // Stops accepting on the same signal as the main listener.
-        let metrics_http = metrics_listener.map(|l| {
-            let routes = transport::metrics_routes(state.clone());
-            tokio::spawn(
-                warp::serve(routes)
-                    .incoming(l)
-                    .graceful(state.shutdown.clone().cancelled_owned())
-                    .run(),
+        let limits = state.config.http_limits();
+        let http_connections = TaskTracker::new();
+        let serve = |listener, routes| {
+            transport::serve(
+                listener,
+                routes,
+                limits,
+                state.shutdown.clone(),
+                http_connections.clone(),
             )
-        });
+        };
+        let mut listeners = vec![tokio::spawn(serve(
+            listener,
+            transport::routes(state.clone()),
+        ))];
+        if let Some(l) = metrics_listener {
+            listeners.push(tokio::spawn(serve(
+                l,
+                transport::metrics_routes(state.clone()),
+            )));
+        }
+        if let Some(l) = api_listener {
+            listeners.push(tokio::spawn(serve(l, transport::api_routes(state.clone()))));
+        }
 
         signal.await;
         tracing::info!(
@@ -98,11 +117,13 @@ impl Server {
         state.shutdown.cancel();
         state.sessions.close();
         let drained = tokio::time::timeout(state.config.drain_timeout, async {
-            state.sessions.wait().await;
-            let _ = http.await;
-            if let Some(metrics_http) = metrics_http {
-                let _ = metrics_http.await;
+            for listener in listeners {
+                let _ = listener.await;
             }
+            // Every accept loop has ended, so no connection task is spawned after this.
+            http_connections.close();
+            http_connections.wait().await;
+            state.sessions.wait().await;
         })
         .await;
         match drained {
@@ -130,15 +151,20 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// File descriptors herald needs besides WebSockets: the listener, HTTP API clients, logs.
 const SPARE_FDS: u64 = 256;
 
-/// Raises the open-file soft limit to the hard limit (each WebSocket is one descriptor)
-/// and warns when `--max-connections` still does not fit, because past the limit the
-/// accept loop stalls for a second per failure instead of answering 503.
-pub fn raise_fd_limit(max_connections: u32) {
+/// Raises the open-file soft limit to the hard limit (each connection is one descriptor)
+/// and warns when the connection caps still do not fit, because past the limit the
+/// accept loop stalls instead of answering.
+pub fn raise_fd_limit(config: &Config) {
+    let listeners =
+        1 + u64::from(config.api_listen.is_some()) + u64::from(config.metrics_listen.is_some());
+    let needed = u64::from(config.max_connections)
+        + listeners * u64::from(config.max_http_connections)
+        + SPARE_FDS;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < u64::from(max_connections) + SPARE_FDS => tracing::warn!(
+        Ok(limit) if limit < needed => tracing::warn!(
             limit,
-            max_connections,
-            "open-file limit is below --max-connections + {SPARE_FDS}; lower --max-connections or raise `ulimit -n`"
+            needed,
+            "open-file limit is below --max-connections + --max-http-connections per listener + {SPARE_FDS}; lower them or raise `ulimit -n`"
         ),
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),

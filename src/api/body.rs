@@ -1,5 +1,7 @@
 //! The JSON body filter: content type, size limit and parsing, before any handler runs.
 
+use std::time::Duration;
+
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
@@ -7,18 +9,23 @@ use warp::{Filter, Rejection};
 
 use super::error::{ApiError, BodyLimit};
 
-/// Extracts a request body within `limit` sent as `application/json`.
+/// Extracts a request body within `limit` sent as `application/json`, arriving whole
+/// `within` the given time (else 408).
 ///
 /// The limit holds for chunked bodies too: the body is read incrementally and refused
 /// as soon as it passes the limit, without buffering the rest.
-pub fn json_body(limit: BodyLimit) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+pub fn json_body(
+    limit: BodyLimit,
+    within: Duration,
+) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .and_then(
             move |content_type: Option<String>, length: Option<u64>, body| async move {
-                read(content_type, length, body, limit)
+                tokio::time::timeout(within, read(content_type, length, body, limit))
                     .await
+                    .unwrap_or(Err(ApiError::BodyTimeout))
                     .map_err(warp::reject::custom)
             },
         )

@@ -66,6 +66,9 @@ pub enum ApiError {
         /// What is wrong with it.
         error: Box<ApiError>,
     },
+    /// The body did not arrive within `--http-body-timeout`.
+    #[error("the request body did not arrive within --http-body-timeout")]
+    BodyTimeout,
     /// Body not declared as `application/json`.
     #[error("request body must be sent with Content-Type: application/json")]
     UnsupportedMediaType,
@@ -138,6 +141,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InBatch { error, .. } => error.status(),
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::TooManyConnections | Self::ShuttingDown | Self::Unavailable(_) => {
@@ -166,6 +170,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::InBatch { error, .. } => error.code(),
+            Self::BodyTimeout => "request_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UpgradeRequired(_) => "upgrade_required",
             Self::TooManyConnections => "too_many_connections",

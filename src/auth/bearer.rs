@@ -15,14 +15,20 @@ pub fn from_authorization(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// In a `Sec-WebSocket-Protocol` offer (comma-separated), the first protocol of the form
+/// In a `Sec-WebSocket-Protocol` offer (comma-separated), the protocol of the form
 /// `herald.bearer.<token>`: returns that protocol as offered, which the 101 must echo
-/// exactly (RFC 6455 §4.2.2), and the token in it.
-pub fn from_protocols(offer: &str) -> Option<(&str, &str)> {
-    offer.split(',').map(str::trim).find_map(|protocol| {
+/// exactly (RFC 6455 §4.2.2), and the token in it. Offering two is
+/// [`AuthError::Ambiguous`]: herald will not pick one of two credentials.
+pub fn from_protocols(offer: &str) -> Result<Option<(&str, &str)>, AuthError> {
+    let mut bearers = offer.split(',').map(str::trim).filter_map(|protocol| {
         let token = protocol.strip_prefix(PROTOCOL_PREFIX)?;
         (!token.is_empty()).then_some((protocol, token))
-    })
+    });
+    let first = bearers.next();
+    if bearers.next().is_some() {
+        return Err(AuthError::Ambiguous);
+    }
+    Ok(first)
 }
 
 /// The `token` parameter of a raw query string, percent-decoded. Given more than once,
@@ -59,10 +65,14 @@ mod tests {
     fn the_bearer_subprotocol_is_found_among_others() {
         assert_eq!(
             from_protocols("herald.v1, herald.bearer.a.b.c ,chat"),
-            Some(("herald.bearer.a.b.c", "a.b.c"))
+            Ok(Some(("herald.bearer.a.b.c", "a.b.c")))
         );
-        assert_eq!(from_protocols("herald.bearer."), None);
-        assert_eq!(from_protocols("chat, superchat"), None);
+        assert_eq!(from_protocols("herald.bearer."), Ok(None));
+        assert_eq!(from_protocols("chat, superchat"), Ok(None));
+        assert_eq!(
+            from_protocols("herald.bearer.a, herald.bearer.b"),
+            Err(AuthError::Ambiguous)
+        );
     }
 
     #[test]

@@ -104,10 +104,19 @@ impl Verifier {
     }
 
     /// Verifies `token` and returns its claims.
+    ///
+    /// A token whose header lists critical extensions (`crit`) is refused: herald
+    /// understands none, and RFC 7515 §4.1.11 says such a token must then be rejected.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        decode::<Claims>(token, &self.key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| AuthError::Invalid(reason(e.kind())))
+        let data = decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| AuthError::Invalid(reason(e.kind())))?;
+        if data.header.crit.is_some() {
+            return Err(AuthError::Invalid(
+                "the token lists critical header extensions (crit) this hub does not understand"
+                    .to_owned(),
+            ));
+        }
+        Ok(data.claims)
     }
 
     /// The one algorithm accepted.
@@ -286,6 +295,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(strict.verify(&just_expired).is_err());
+    }
+
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        let v = Verifier::from_config(&config(&["--jwt-secret", "k"]))
+            .unwrap()
+            .unwrap();
+        let claims = json!({"sub": "1", "exp": now() + 60});
+        let header = Header {
+            crit: Some(vec!["exp-ext".into()]),
+            ..Header::default()
+        };
+        let token = encode(&header, &claims, &EncodingKey::from_secret(b"k")).unwrap();
+        let AuthError::Invalid(why) = v.verify(&token).unwrap_err() else {
+            panic!("refused for the wrong reason")
+        };
+        assert!(why.contains("crit"), "{why}");
+        assert!(v.verify(&hs256("k", claims)).is_ok());
     }
 
     #[test]

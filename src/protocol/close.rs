@@ -120,14 +120,14 @@ pub const MAX_REASON_BYTES: usize = 123;
 pub enum InvalidClose {
     /// The code is outside 1000 and 3000–4999.
     #[error("close code {0} is not an application close code: use 1000 or 3000-4999 (RFC 6455 reserves 1001-2999 for the protocol and 5000+ is undefined)")]
-    Code(u32),
+    Code(u64),
     /// The reason does not fit in a close frame.
     #[error("close reason is {0} bytes of UTF-8; at most 123 fit in a close frame")]
     Reason(usize),
 }
 
 /// Validates a close requested through the API (group close, user close).
-pub fn application_close(code: u32, reason: &str) -> Result<CloseFrame, InvalidClose> {
+pub fn application_close(code: u64, reason: &str) -> Result<CloseFrame, InvalidClose> {
     if !(code == 1000 || (3000..=4999).contains(&code)) {
         return Err(InvalidClose::Code(code));
     }
@@ -158,7 +158,7 @@ mod tests {
         for ok in [1000, 3000, 4000, 4321, 4999] {
             assert!(application_close(ok, "").is_ok(), "{ok}");
         }
-        for bad in [0, 999, 1001, 1234, 1012, 2999, 5000, 70000] {
+        for bad in [0, 999, 1001, 1234, 1012, 2999, 5000, 70000, 4_294_967_296] {
             assert_eq!(application_close(bad, ""), Err(InvalidClose::Code(bad)));
         }
     }

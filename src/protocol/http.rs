@@ -87,28 +87,32 @@ pub struct CloseRequest {
     /// Close code: 1000 or 3000–4999. Defaults to 1000. A whole number written with a
     /// fraction (`4000.0`) is accepted, as JSON Schema's `integer` allows.
     #[serde(default = "default_close_code", deserialize_with = "whole_number")]
-    pub code: u32,
+    pub code: u64,
     /// Close reason, at most 123 bytes of UTF-8.
     #[serde(default)]
     pub reason: String,
 }
 
-fn default_close_code() -> u32 {
+fn default_close_code() -> u64 {
     1000
 }
 
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     use serde::de::Error;
     let n = serde_json::Number::deserialize(d)?;
+    // Out-of-range whole numbers parse as they are, so validation can name the code the
+    // client sent; only those past u64 (written as huge floats) are refused here.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0; // 2^64
     let whole = n.as_u64().or_else(|| {
         n.as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+            .filter(|f| f.fract() == 0.0 && (0.0..LIMIT).contains(f))
             .map(|f| f as u64)
     });
-    // Out-of-range codes still parse (saturated) so validation can explain the code rule.
-    whole
-        .map(|w| u32::try_from(w).unwrap_or(u32::MAX))
-        .ok_or_else(|| D::Error::custom(format!("close code must be a whole number, got {n}")))
+    whole.ok_or_else(|| {
+        D::Error::custom(format!(
+            "close code must be a whole number, 1000 or 3000-4999; got {n}"
+        ))
+    })
 }
 
 /// Reply to `POST /groups/{group}/close` and `POST /users/{user}/close`.

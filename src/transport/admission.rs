@@ -7,7 +7,7 @@
 //! subprotocol are preferred.
 
 use tokio::sync::OwnedSemaphorePermit;
-use warp::http::HeaderValue;
+use warp::http::{HeaderMap, HeaderName, HeaderValue};
 use warp::{Filter, Rejection};
 
 use crate::api::ApiError;
@@ -81,12 +81,16 @@ impl Refusal {
 /// (401 when missing or invalid).
 pub fn client(state: AppState) -> impl Filter<Extract = (Admission,), Error = Rejection> + Clone {
     warp::header::optional::<String>("origin")
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::header::headers_cloned())
         .and(raw_query())
-        .and_then(move |origin, authorization, protocols, query| {
+        .and_then(move |origin, headers: HeaderMap, query| {
             let state = state.clone();
             async move {
+                let authorization = single_authorization(&headers).map_err(|e| {
+                    state.metrics.connection_rejected(RejectReason::Auth);
+                    warp::reject::custom(e)
+                })?;
+                let protocols = joined(&headers, warp::http::header::SEC_WEBSOCKET_PROTOCOL);
                 check_client(&state, origin, authorization, protocols, query)
                     .map_err(|refusal| warp::reject::custom(refusal.counted(&state.metrics)))
             }
@@ -103,7 +107,10 @@ fn check_client(
     if !origin_allowed(state.config.allowed_origins.as_deref(), origin.as_deref()) {
         return Err(Refusal::Origin(origin.unwrap_or_default()));
     }
-    let offered = protocols.as_deref().and_then(bearer::from_protocols);
+    let offered = match protocols.as_deref().map(bearer::from_protocols) {
+        Some(found) => found.map_err(Refusal::Token)?,
+        None => None,
+    };
     // Echoed even with auth off, so one client works against either configuration (a
     // client that offered a protocol fails the handshake when none is chosen).
     let protocol = offered.and_then(|(p, _)| HeaderValue::from_str(p).ok());
@@ -167,12 +174,44 @@ pub fn admit(
 /// For the HTTP API: with auth on, an `Authorization: Bearer` token (401) whose `scope`
 /// lists `notify` (403).
 pub fn backend(state: AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |authorization: Option<String>| {
+    warp::header::headers_cloned()
+        .and_then(move |headers: HeaderMap| {
             let state = state.clone();
-            async move { check_backend(&state, authorization).map_err(warp::reject::custom) }
+            async move {
+                single_authorization(&headers)
+                    .and_then(|authorization| check_backend(&state, authorization))
+                    .map_err(warp::reject::custom)
+            }
         })
         .untuple_one()
+}
+
+/// The `Authorization` header's value, if any. Two such headers are a `400`: herald
+/// will not pick one of two credentials.
+fn single_authorization(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(warp::http::header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Unauthorized(AuthError::Ambiguous));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::InvalidHeader("Authorization is not visible ASCII".into()))
+        })
+        .transpose()
+}
+
+/// Every value of header `name`, joined with commas as RFC 9110 §5.3 allows for
+/// list-valued headers; values that are not text are skipped.
+fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 fn check_backend(state: &AppState, authorization: Option<String>) -> Result<(), ApiError> {

@@ -10,14 +10,18 @@
 //! - `commands`: what client frames do (subscribe, unsubscribe, publish, refresh), with
 //!   no socket, so it is unit-tested on its own.
 //! - `connection`: the socket's writes (vectored batches, replies) and its closing.
+//! - `http`: serves the routes over HTTP/1.1 ourselves (hyper) for read deadlines,
+//!   bounded request heads and the cap on plain-HTTP connections.
 
 mod admission;
 mod commands;
 mod connection;
+mod http;
 mod observe;
 mod routes;
 mod session;
 mod upgrade;
 
+pub use http::{remote, serve, HttpLimits, ReadDeadlines};
 pub use observe::REQUEST_ID;
-pub use routes::{metrics_routes, routes};
+pub use routes::{api_routes, metrics_routes, routes};

@@ -23,40 +23,85 @@ use crate::api::{self, body::json_body, ApiError};
 use crate::protocol::{GroupName, UserId};
 use crate::state::AppState;
 
-/// Every route of a herald node, with errors rendered as JSON. `/metrics` is here unless
-/// `--metrics-listen` gives it a listener of its own ([`metrics_routes`]).
+/// Every route of the main listener (`--listen`), with errors rendered as JSON: the
+/// WebSockets, the health checks, the backend API unless `--api-listen` gives it a
+/// listener of its own ([`api_routes`]) and `/metrics` unless `--metrics-listen` does
+/// ([`metrics_routes`]).
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let api = ws_group(&state)
-        .or(ws(&state))
-        .unify()
-        .or(notify(&state))
-        .unify()
-        .or(notify_batch(&state))
-        .unify()
-        .or(list_groups(&state))
-        .unify()
-        .or(get_group(&state))
-        .unify()
-        .or(close_group(&state))
-        .unify()
-        .or(close_user(&state))
-        .unify()
-        .or(healthz())
-        .unify()
-        .or(readyz(&state))
-        .unify();
-    if state.config.metrics_listen.is_some() {
-        observe(&state, api.recover(handle_rejection).unify())
-    } else {
-        let all = api.or(metrics(&state)).unify();
-        observe(&state, all.recover(handle_rejection).unify())
-    }
+    let serves = Serves {
+        websockets: true,
+        api: state.config.api_listen.is_none(),
+        metrics: state.config.metrics_listen.is_none(),
+    };
+    listener_routes(&state, serves)
+}
+
+/// The `--api-listen` listener's routes: the backend API and the health checks.
+pub fn api_routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let serves = Serves {
+        websockets: false,
+        api: true,
+        metrics: false,
+    };
+    listener_routes(&state, serves)
 }
 
 /// The `--metrics-listen` listener's routes: `GET /metrics` and nothing else.
 pub fn metrics_routes(state: AppState) -> BoxedFilter<(Response,)> {
     let routes = metrics(&state).recover(handle_rejection).unify();
     observe(&state, routes)
+}
+
+/// The routes `serves` names; the others are unknown paths (404).
+fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)> {
+    let websockets = ws_group(state).or(ws(state)).unify();
+    let api = notify(state)
+        .or(notify_batch(state))
+        .unify()
+        .or(list_groups(state))
+        .unify()
+        .or(get_group(state))
+        .unify()
+        .or(close_group(state))
+        .unify()
+        .or(close_user(state))
+        .unify();
+    let routes = serving(serves.websockets)
+        .and(websockets)
+        .or(serving(serves.api).and(api))
+        .unify()
+        .or(healthz())
+        .unify()
+        .or(readyz(state))
+        .unify()
+        .or(serving(serves.metrics).and(metrics(state)))
+        .unify();
+    observe(state, routes.recover(handle_rejection).unify())
+}
+
+/// Which routes a listener serves; every listener but `--metrics-listen`'s also serves
+/// `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Serves {
+    /// `/ws` and `/ws/{group}` (`--listen`).
+    websockets: bool,
+    /// `POST /notify`, `/groups…`, `/users/{user}/close` (`--api-listen`, else `--listen`).
+    api: bool,
+    /// `GET /metrics` (`--listen` unless `--metrics-listen` is set).
+    metrics: bool,
+}
+
+/// Passes when `on`; otherwise rejects as an unknown path (404).
+fn serving(on: bool) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::any()
+        .and_then(move || async move {
+            if on {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 /// `GET /ws/{group}`: a WebSocket joined to the path's group. The name is checked before
@@ -70,7 +115,7 @@ fn ws_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reje
             .and(with_state(state))
             .and(upgrade::handshake())
             .and(admission::client(state.clone()))
-            .and(warp::addr::remote())
+            .and(super::http::remote())
             .and_then(|group, state, hs, admission, remote| {
                 respond(upgrade::accept(state, Some(group), hs, admission, remote))
             }),
@@ -86,7 +131,7 @@ fn ws(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection>
             .and(with_state(state))
             .and(upgrade::handshake())
             .and(admission::client(state.clone()))
-            .and(warp::addr::remote())
+            .and(super::http::remote())
             .and_then(|state, hs, admission, remote| {
                 respond(upgrade::accept(state, None, hs, admission, remote))
             }),
@@ -102,7 +147,10 @@ fn notify(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reject
             .and(route.matched())
             .and(admission::backend(state.clone()))
             .and(with_state(state))
-            .and(json_body(BodyLimit::body(state.config.max_body)))
+            .and(json_body(
+                BodyLimit::body(state.config.max_body),
+                state.config.http_body_timeout,
+            ))
             .and_then(|state, body| respond(api::notify::notify(state, body))),
     );
     let counted = state.clone();
@@ -124,7 +172,10 @@ fn notify_batch(state: &AppState) -> impl Filter<Extract = (Response,), Error = 
             .and(route.matched())
             .and(admission::backend(state.clone()))
             .and(with_state(state))
-            .and(json_body(BodyLimit::batch(state.config.max_batch_body)))
+            .and(json_body(
+                BodyLimit::batch(state.config.max_batch_body),
+                state.config.http_body_timeout,
+            ))
             .and_then(|state, body| respond(api::batch::notify_batch(state, body))),
     )
 }
@@ -165,7 +216,10 @@ fn close_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = R
             .and_then(group_param)
             .and(admission::backend(state.clone()))
             .and(with_state(state))
-            .and(json_body(BodyLimit::body(state.config.max_body)))
+            .and(json_body(
+                BodyLimit::body(state.config.max_body),
+                state.config.http_body_timeout,
+            ))
             .and_then(|g, state, body| respond(api::groups::close(g, state, body))),
     )
 }
@@ -179,7 +233,10 @@ fn close_user(state: &AppState) -> impl Filter<Extract = (Response,), Error = Re
             .and_then(user_param)
             .and(admission::backend(state.clone()))
             .and(with_state(state))
-            .and(json_body(BodyLimit::body(state.config.max_body)))
+            .and(json_body(
+                BodyLimit::body(state.config.max_body),
+                state.config.http_body_timeout,
+            ))
             .and_then(|u, state, body| respond(api::users::close(u, state, body))),
     )
 }

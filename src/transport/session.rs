@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::commands::Membership;
@@ -272,6 +273,9 @@ fn read_error(e: WsError) -> Ending {
     match e {
         WsError::Capacity(_) => Ending::Close(CloseCode::MESSAGE_TOO_BIG.frame()),
         WsError::Utf8(_) => Ending::Close(CloseCode::INVALID_PAYLOAD.frame()),
+        // The client went away without a close frame: that is 1006 (abnormal closure),
+        // not a protocol error, and there is nobody left to send a close frame to.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Drop,
         WsError::Protocol(_) => Ending::Close(CloseCode::PROTOCOL_ERROR.frame()),
         _ => Ending::Drop,
     }

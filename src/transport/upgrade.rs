@@ -76,7 +76,7 @@ fn check_handshake(
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|k| k.len() == 24)
+        .filter(|k| is_nonce(k.as_bytes()))
         .cloned()
         .ok_or(ApiError::UpgradeRequired(
             "Sec-WebSocket-Key is missing or malformed",
@@ -85,6 +85,20 @@ fn check_handshake(
         "this connection cannot be upgraded",
     ))?;
     Ok(Handshake { key, on_upgrade })
+}
+
+/// Whether `key` is the base64 encoding of 16 bytes (RFC 6455 §4.1): 21 characters of
+/// the base64 alphabet, then one whose low 4 bits are zero (it carries only the last 2
+/// bits of the 16th byte; the other 4 are padding), then `==`.
+fn is_nonce(key: &[u8]) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |c: &u8| ALPHABET.iter().position(|a| a == c);
+    match key {
+        [body @ .., last, b'=', b'='] if body.len() == 21 => {
+            body.iter().all(|c| sextet(c).is_some()) && sextet(last).is_some_and(|v| v & 0xF == 0)
+        }
+        _ => false,
+    }
 }
 
 /// Answers an upgrade in three steps: admit (the token's right to the path's group,
@@ -188,4 +202,24 @@ fn switching_protocols(
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_nonce;
+
+    #[test]
+    fn a_key_must_be_base64_of_16_bytes() {
+        assert!(is_nonce(b"dGhlIHNhbXBsZSBub25jZQ==")); // RFC 6455's example
+        for bad in [
+            &b"dGhlIHNhbXBsZSBub25jZQ"[..], // no padding
+            b"dGhlIHNhbXBsZSBub25jZR==",    // low bits set: not 16 bytes
+            b"dGhlIHNhbXBsZSBub25j!Q==",    // not base64
+            b"AAAAAAAAAAAAAAAAAAAAAAAA",    // 24 characters of 18 bytes
+            b"dGhlIHNhbXBsZSBub25jZQ==x",
+            b"",
+        ] {
+            assert!(!is_nonce(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -500,3 +500,78 @@ async fn herald_refuses_to_start_with_a_private_key_or_a_mismatched_algorithm() 
     ]);
     assert!(herald::Server::bind(mismatch).is_err());
 }
+
+#[tokio::test]
+async fn a_token_with_an_unknown_critical_header_extension_is_refused() {
+    let app = spawn_auth_app(|_| {}).await;
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["urn:example:must-understand".into()]);
+    let claims = json!({"sub": "7", "exp": now() + 600, "groups": ["probe"]});
+    let key = EncodingKey::from_secret(crate::helpers::SECRET.as_bytes());
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    assert_token_refused(&app, &token, "crit header").await;
+
+    // The same claims without `crit` connect.
+    app.ws_as("/ws/probe", &user_token("7", &["probe"])).await;
+}
+
+#[tokio::test]
+async fn two_authorization_headers_or_two_bearer_subprotocols_are_a_400() {
+    let app = spawn_auth_app(|_| {}).await;
+    let a = bearer(&user_token("7", &["probe"]));
+    let b = bearer(&user_token("8", &["probe"]));
+    assert_refused(
+        &app,
+        "/ws/probe",
+        &[("authorization", &a), ("authorization", &b)],
+        400,
+        "invalid_request",
+    )
+    .await;
+    let offer = format!(
+        "herald.bearer.{}, herald.bearer.{}",
+        user_token("7", &["probe"]),
+        user_token("8", &["probe"])
+    );
+    assert_refused(
+        &app,
+        "/ws/probe",
+        &[("sec-websocket-protocol", &offer)],
+        400,
+        "invalid_request",
+    )
+    .await;
+    // The same, offered in two header lines.
+    let one = format!("herald.bearer.{}", user_token("7", &["probe"]));
+    let two = format!("herald.bearer.{}", user_token("8", &["probe"]));
+    assert_refused(
+        &app,
+        "/ws/probe",
+        &[
+            ("sec-websocket-protocol", &one),
+            ("sec-websocket-protocol", &two),
+        ],
+        400,
+        "invalid_request",
+    )
+    .await;
+
+    let backend = app.bearer.clone().unwrap();
+    let res = app
+        .http
+        .post(app.url("/notify"))
+        .header("authorization", format!("Bearer {backend}"))
+        .header("authorization", format!("Bearer {backend}"))
+        .json(&json!({"group": "g", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+
+    // One of each is fine.
+    app.ws_as("/ws/probe", &user_token("7", &["probe"])).await;
+}

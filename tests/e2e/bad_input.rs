@@ -397,3 +397,31 @@ async fn a_json_array_is_not_a_request_object() {
     app.notify_ok("a", "e", json!(1)).await;
     assert_eq!(member.recv_json().await["offset"], 1);
 }
+
+#[tokio::test]
+async fn an_upgrade_whose_key_is_not_base64_of_16_bytes_gets_426() {
+    let app = spawn_app().await;
+    let upgrade = |key: &'static str| {
+        app.http
+            .get(app.url("/ws/g"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", key)
+            .send()
+    };
+    // 24 characters, but 18 bytes; then 16 bytes with stray low bits; then not base64.
+    for key in [
+        "AAAAAAAAAAAAAAAAAAAAAAAA",
+        "dGhlIHNhbXBsZSBub25jZR==",
+        "dGhlIHNhbXBsZSBub25j!Q==",
+    ] {
+        let res = upgrade(key).await.unwrap();
+        assert_eq!(res.status(), 426, "{key}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "upgrade_required", "{key}");
+    }
+    // RFC 6455's own example key upgrades.
+    let res = upgrade("dGhlIHNhbXBsZSBub25jZQ==").await.unwrap();
+    assert_eq!(res.status(), 101);
+}

@@ -69,12 +69,17 @@ async fn close_codes_outside_1000_and_3000_to_4999_are_refused_and_nobody_is_clo
     let app = spawn_app().await;
     let mut member = app.ws("/ws/g").await;
 
-    for code in [1234, 5000, 999, 1001, 0, 2999, 70000] {
+    for code in [1234u64, 5000, 999, 1001, 0, 2999, 70000, 4_294_967_296] {
         let res = app
             .close_group("g", json!({"code": code, "reason": "nope"}))
             .await;
         let message = assert_error(res, 400, "invalid_close_code", &format!("code {code}")).await;
         assert!(message.contains("3000-4999"), "code {code}: {message}");
+        // The code as sent, never a narrowed one (4294967296 is not 4294967295).
+        assert!(
+            message.contains(&format!("close code {code} ")),
+            "{message}"
+        );
     }
 
     assert_eq!(app.group("g").await["subscribers"], 1);

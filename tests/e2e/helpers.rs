@@ -32,6 +32,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The `--metrics-listen` address actually bound, when one was configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The `--api-listen` address actually bound, when one was configured.
+    pub api_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     /// Sent as `Authorization: Bearer` by the HTTP helpers below, when set.
     pub bearer: Option<String>,
@@ -59,6 +61,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let server = Server::bind(config).expect("bind");
     let addr = server.local_addr().expect("local addr");
     let metrics_addr = server.metrics_addr();
+    let api_addr = server.api_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
         let _ = stopped.await;
@@ -66,6 +69,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         metrics_addr,
+        api_addr,
         http: reqwest::Client::new(),
         bearer: None,
         stop: Some(stop),

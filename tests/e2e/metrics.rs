@@ -390,3 +390,13 @@ async fn metrics_listen_moves_metrics_to_its_own_address_and_stops_on_shutdown()
         "the metrics listener still accepts after shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_vanishes_without_a_close_frame_is_counted_as_1006_not_1002() {
+    let app = spawn_app().await;
+    let ws = app.ws("/ws/g").await;
+    // Drop the TCP connection without a close frame.
+    drop(ws);
+    let s = scrape_when(&app, r#"herald_disconnects_total{code="1006"}"#, 1.0).await;
+    assert_eq!(s.get(r#"herald_disconnects_total{code="1002"}"#), 0.0);
+}

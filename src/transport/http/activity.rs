@@ -1,0 +1,128 @@
+//! What one plain-HTTP connection is doing, shared by its socket wrapper, its request
+//! handler and its task: waiting for a request (evictable, deadlines apply), busy with
+//! one, or handed over to a WebSocket session.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::slots::Slots;
+
+/// Waiting for (or reading) a request head.
+const WAITING: u8 = 0;
+/// A request is being handled.
+const BUSY: u8 = 1;
+/// Upgraded to a WebSocket: no HTTP deadlines, no HTTP slot.
+const UPGRADED: u8 = 2;
+
+/// The phase of a connection, as its socket wrapper sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Between requests or inside a request head.
+    Waiting,
+    /// Handling a request (its body is read under the body timeout).
+    Busy,
+    /// A WebSocket now; the session sets its own deadlines.
+    Upgraded,
+}
+
+/// One connection's shared bookkeeping.
+pub(super) struct Activity {
+    phase: AtomicU8,
+    /// Requests answered so far: a change tells the socket wrapper a new wait began.
+    answered: AtomicU64,
+    /// A read that went pending while a request was handled, woken by the answer.
+    reader: AtomicWaker,
+    /// Cancelled to evict this connection while it waits (see [`Slots`]).
+    pub(super) evict: CancellationToken,
+    slots: Arc<Slots>,
+    /// This connection's key in the slots' waiting list, while it waits.
+    waiting_key: Mutex<Option<u64>>,
+    /// The `--max-http-connections` slot; given back when the connection ends or
+    /// becomes a WebSocket (those are counted by `--max-connections`).
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Activity {
+    /// A new connection holding `permit`, waiting for its first request.
+    pub(super) fn new(slots: Arc<Slots>, permit: OwnedSemaphorePermit) -> Arc<Self> {
+        let activity = Arc::new(Self {
+            phase: AtomicU8::new(WAITING),
+            answered: AtomicU64::new(0),
+            reader: AtomicWaker::new(),
+            evict: CancellationToken::new(),
+            slots,
+            waiting_key: Mutex::new(None),
+            permit: Mutex::new(Some(permit)),
+        });
+        activity.start_waiting();
+        activity
+    }
+
+    /// The current phase.
+    pub(super) fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            WAITING => Phase::Waiting,
+            BUSY => Phase::Busy,
+            _ => Phase::Upgraded,
+        }
+    }
+
+    /// How many requests were answered; changes each time a new wait begins.
+    pub(super) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` when the current request is answered.
+    pub(super) fn wake_reader_on_answer(&self, waker: &Waker) {
+        self.reader.register(waker);
+    }
+
+    /// A request head arrived: no longer evictable until it is answered.
+    pub(super) fn begin_request(&self) {
+        self.phase.store(BUSY, Ordering::Release);
+        self.stop_waiting();
+    }
+
+    /// The request is answered. After a `101` the connection is a WebSocket and gives
+    /// its HTTP slot back; otherwise it waits for the next request.
+    pub(super) fn end_request(self: &Arc<Self>, upgraded: bool) {
+        if upgraded {
+            self.phase.store(UPGRADED, Ordering::Release);
+            lock(&self.permit).take();
+        } else {
+            self.answered.fetch_add(1, Ordering::AcqRel);
+            self.phase.store(WAITING, Ordering::Release);
+            self.start_waiting();
+            self.reader.wake();
+        }
+    }
+
+    /// The connection ended: leave the waiting list (the permit goes with the last `Arc`,
+    /// but it is given back here already so a new connection need not wait for that).
+    pub(super) fn end(&self) {
+        self.stop_waiting();
+        lock(&self.permit).take();
+    }
+
+    fn start_waiting(self: &Arc<Self>) {
+        let key = self.slots.wait(self.evict.clone());
+        *lock(&self.waiting_key) = Some(key);
+    }
+
+    fn stop_waiting(&self) {
+        if let Some(key) = lock(&self.waiting_key).take() {
+            self.slots.stop_waiting(key);
+        }
+    }
+}
+
+/// Locks `m`; the data behind these locks stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
