@@ -41,10 +41,14 @@ fn deliver(c: &mut Criterion) {
                 m
             })
             .collect();
+        hub.synced(&group, 0);
+        let mut offset = 0;
         g.throughput(Throughput::Elements(members as u64));
         g.bench_function(BenchmarkId::from_parameter(members), |b| {
             b.iter(|| {
-                let out = hub.deliver(&group, black_box(&frame), Audience::Everyone);
+                // A new offset each time, as the broker would hand over.
+                offset += 1;
+                let out = hub.deliver(&group, offset, black_box(&frame), Audience::Everyone);
                 // Drain as a session would, so queues never fill up.
                 for m in &handles {
                     black_box(m.take());

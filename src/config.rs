@@ -72,6 +72,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub client_publish: bool,
 
+    /// Serve the demo page at `GET /` (join a group, watch notifications arrive, send
+    /// one). `false` makes `/` a 404; `/herald.js` is always served.
+    #[arg(long, env = "HERALD_DEMO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub demo: bool,
+
     /// Serve `GET /metrics` (Prometheus) on this separate address instead of `--listen`,
     /// e.g. to keep it off a public port. Unset: `/metrics` is on the main listener.
     #[arg(long, env = "HERALD_METRICS_LISTEN")]
@@ -154,6 +159,27 @@ pub struct Config {
     #[arg(long, env = "HERALD_PERSONAL_GROUP_PREFIX", default_value = "user:")]
     pub personal_group_prefix: String,
 
+    /// Redis URL (`redis://host:6379/0`; a password in it is never printed): selects the
+    /// Redis broker, so several herald nodes share groups. With `--redis-cluster`, a
+    /// comma-separated list of seed nodes. Unset: the embedded single-node broker.
+    #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Treat `--redis-url` as a Redis Cluster and use sharded pub/sub (SPUBLISH /
+    /// SSUBSCRIBE), so fan-out traffic spreads over the shards.
+    #[arg(long, env = "HERALD_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", requires = "redis_url")]
+    pub redis_cluster: bool,
+
+    /// Namespace of every Redis key and channel herald uses (no `{` or `}`).
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald:", value_parser = parse_redis_prefix)]
+    pub redis_prefix: String,
+
+    /// How long a node's subscriber counts stay in Redis after its last heartbeat (it
+    /// refreshes them every third of this): a node that dies drops out of the
+    /// cluster-wide counts within this time.
+    #[arg(long, env = "HERALD_REDIS_NODE_TTL", default_value = "15s", value_parser = parse_node_ttl)]
+    pub redis_node_ttl: Duration,
+
     /// Comma-separated origins allowed to open WebSockets, `*` matching any part of a
     /// host or port (`https://*.example.com,http://localhost:*`). Unset: every origin.
     /// Requests without `Origin` (non-browser clients) are always allowed.
@@ -220,6 +246,18 @@ pub enum LogFormat {
     Json,
 }
 
+fn parse_redis_prefix(s: &str) -> Result<String, String> {
+    crate::broker::redis::Keys::check_prefix(s).map(|()| s.to_owned())
+}
+
+fn parse_node_ttl(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
@@ -252,6 +290,15 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(120));
         assert!(c.client_publish);
         assert_eq!(c.send_queue, 8);
+    }
+
+    #[test]
+    fn the_demo_page_is_on_unless_turned_off() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["herald"], args].concat());
+        assert!(parse(&[]).unwrap().demo);
+        assert!(parse(&["--demo"]).unwrap().demo);
+        assert!(!parse(&["--demo", "false"]).unwrap().demo);
+        assert!(parse(&["--demo", "maybe"]).is_err());
     }
 
     #[test]

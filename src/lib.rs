@@ -16,26 +16,32 @@
 //! - [`protocol`]: the public wire contract: frames and their encoding (`wire`), HTTP
 //!   bodies (`http`), names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
-//! - [`broker`]: offsets and delivery to every node with members (memory by default).
+//! - [`broker`]: offsets and delivery to every node with members (memory by default);
+//!   `broker::Local` is the one local-delivery path every broker calls.
+//! - [`node`]: joins and leaves kept in step with the broker (a group is watched while
+//!   it has local members).
 //! - [`transport`]: warp routes (one table) served over HTTP/1.1 with read deadlines and
 //!   connection caps (`transport::http`), admission, the WebSocket upgrade, one session
 //!   task per connection and the client commands it runs.
-//! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON.
+//! - [`api`]: what the HTTP endpoints do; `api::error` is where every error becomes JSON;
+//!   `api::assets` serves the embedded browser client (`/herald.js`) and demo page (`/`).
 //!
 //! # Flows
 //! - **notify**: `transport::routes` matches `POST /notify` → `transport::admission`
 //!   checks the backend token → `api::notify` validates → `AppState::publish` →
-//!   `broker.publish` assigns the offset and encodes the frame once
-//!   (`protocol::wire::encode_notify`) → `hub.deliver` queues the shared bytes on each
-//!   member (a full queue closes that member with 4100) → each `transport::session`
-//!   writes its queue in batches with vectored writes.
+//!   `node.publish` → `broker.publish` assigns the offset and carries the `Publication`
+//!   to every node watching the group → on each, `broker::Local::deliver` encodes the
+//!   frame once (`protocol::wire::encode_notify`) and `hub.deliver` queues the shared
+//!   bytes on each member (a full queue closes that member with 4100) → each
+//!   `transport::session` writes its queue in batches with vectored writes.
 //! - **subscribe**: `transport::routes` checks the name in the path,
 //!   `transport::admission` the origin and token (`auth::Verifier`), then the token's
 //!   right to the group, shutdown and connection limit → `transport::upgrade` opens the
-//!   session, which joins its personal group and the group through `broker.subscribe`
-//!   (atomically with the group's offset) before answering 101 → `transport::commands`
-//!   handles the client's frames → live frames until the token's expiry (4102) unless
-//!   refreshed.
+//!   session, which joins its personal group and the group through `node.join` before
+//!   answering 101 (`hub.join`; the first local member makes the node watch the group in
+//!   the broker and sync its offset) → `transport::commands` handles the client's frames
+//!   → live frames until the token's expiry (4102) unless refreshed. The last member's
+//!   `node.leave` stops the watch.
 //! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → the
 //!   listeners stop accepting, idle HTTP connections close at once, every session sends
 //!   1012 and ends → `run` returns once all ended or `--drain-timeout` passed.
@@ -48,6 +54,7 @@ pub mod broker;
 pub mod config;
 pub mod hub;
 pub mod metrics;
+pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

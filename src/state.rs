@@ -9,11 +9,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, MemoryBroker, Published};
+use crate::broker::{Broker, BrokerError, Published};
 use crate::config::Config;
-use crate::hub::{Audience, ConnId, Hub};
+use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
-use crate::protocol::{EventName, GroupName};
+use crate::node::Node;
+use crate::protocol::Publication;
 
 /// The handle to one herald node's shared state that every route and session holds.
 ///
@@ -27,12 +28,15 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     /// Effective configuration.
     pub config: Config,
-    /// Local groups and members; the broker holds it too, to deliver.
+    /// Local groups and members; the node's local delivery holds it too.
     pub hub: Arc<Hub>,
     /// Offsets and delivery (memory by default).
     pub broker: Arc<dyn Broker>,
-    /// This node's Prometheus metrics, in its own registry.
-    pub metrics: Metrics,
+    /// Joining, leaving and publishing: the hub and the broker kept in step.
+    pub node: Arc<Node>,
+    /// This node's Prometheus metrics, in its own registry (shared with the broker's
+    /// local delivery, which records fan-out).
+    pub metrics: Arc<Metrics>,
     /// Checks bearer tokens; `None` when no key is configured (auth off).
     pub verifier: Option<Verifier>,
     /// One permit per open WebSocket (`--max-connections`); the permit lives in the
@@ -55,17 +59,24 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// State for a node with the embedded in-memory broker, checking tokens with
-    /// `verifier` (built from the same config) when there is one.
+    /// State for a node on the broker the config selects (the embedded in-memory one, or
+    /// Redis with `--redis-url`), checking tokens with `verifier` (built from the same
+    /// config) when there is one. Must run inside the tokio runtime: the Redis broker
+    /// connects in the background.
     pub fn new(config: Config, verifier: Option<Verifier>) -> Self {
         let hub = Arc::new(Hub::new());
-        let broker = Arc::new(MemoryBroker::new(hub.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let node = Arc::new(match &config.redis_url {
+            None => Node::memory(hub.clone(), metrics.clone()),
+            Some(url) => Node::redis(hub.clone(), metrics.clone(), redis_settings(&config, url)),
+        });
         Self(Arc::new(Shared {
             connections: Arc::new(Semaphore::new(config.max_connections as usize)),
             config,
             hub,
-            broker,
-            metrics: Metrics::new(),
+            broker: node.broker.clone(),
+            node,
+            metrics,
             verifier,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
@@ -78,27 +89,28 @@ impl AppState {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Publishes through the broker and records the outcome (fan-out size, slow-consumer
-    /// drops, broker errors): the one publish path for `POST /notify` and client publish.
-    pub async fn publish(
-        &self,
-        group: &GroupName,
-        event: &EventName,
-        data: &serde_json::value::RawValue,
-        audience: Audience<'_>,
-    ) -> Result<Published, BrokerError> {
-        let published = self
-            .broker
-            .publish(group, event, data, audience)
-            .await
-            .inspect_err(|_| self.metrics.broker_publish_errors.inc())?;
-        self.metrics
-            .published(published.fanout.queued, published.fanout.slow);
-        Ok(published)
+    /// Publishes through the node: the one publish path for `POST /notify` and client
+    /// publish.
+    pub async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
+        self.node.publish(publication).await
     }
 
     /// WebSocket connections currently open.
     pub fn connections_open(&self) -> usize {
         self.config.max_connections as usize - self.connections.available_permits()
+    }
+}
+
+fn redis_settings(config: &Config, url: &crate::config::Secret) -> crate::broker::RedisSettings {
+    let urls = url
+        .expose()
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    crate::broker::RedisSettings {
+        target: crate::broker::redis::Target::new(urls, config.redis_cluster),
+        prefix: config.redis_prefix.clone(),
+        node_ttl: config.redis_node_ttl,
     }
 }

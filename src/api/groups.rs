@@ -34,9 +34,10 @@ impl ListQuery {
     }
 }
 
-/// Groups with members on this node, by name, with their subscriber counts.
+/// Groups with members (on every node the broker counts), by name, with their
+/// subscriber counts.
 pub async fn list(state: AppState, query: ListQuery) -> Result<Response, ApiError> {
-    let (groups, total) = state.hub.groups(query.limit()?);
+    let (groups, total) = state.broker.groups(query.limit()?).await?;
     let groups = groups
         .into_iter()
         .map(|(g, n)| GroupSummary {
@@ -47,7 +48,7 @@ pub async fn list(state: AppState, query: ListQuery) -> Result<Response, ApiErro
     Ok(json(StatusCode::OK, &GroupList { groups, total }))
 }
 
-/// One group's local subscriber count, latest offset and (up to `limit`) distinct users.
+/// One group's subscriber count, latest offset and (up to `limit`) distinct users.
 pub async fn get(
     group: GroupName,
     state: AppState,
@@ -55,9 +56,10 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let limit = query.limit()?;
     let offset = state.broker.offset(&group).await?;
+    let count = state.broker.group_count(&group, limit).await?;
     let info = GroupInfo {
-        subscribers: state.hub.subscribers(&group),
-        users: state.hub.group_users(&group, limit),
+        subscribers: count.subscribers,
+        users: count.users,
         group: group.to_string(),
         offset,
     };
@@ -67,7 +69,7 @@ pub async fn get(
 /// Closes every connection in the group with the requested code and reason.
 pub async fn close(group: GroupName, state: AppState, raw: Bytes) -> Result<Response, ApiError> {
     let req: CloseRequest = body::parse(&raw)?;
-    let frame = application_close(req.code, &req.reason).map_err(ApiError::InvalidClose)?;
-    let closed = state.broker.close_group(&group, frame).await?;
+    let close = application_close(req.code, &req.reason).map_err(ApiError::InvalidClose)?;
+    let closed = state.broker.close_group(&group, close).await?;
     Ok(json(StatusCode::OK, &Closed { closed }))
 }

@@ -1,6 +1,7 @@
 //! What the HTTP endpoints do: typed request in, typed reply out. Routing lives in
 //! `transport::routes`; errors map to responses only in [`error`].
 
+pub mod assets;
 pub mod batch;
 pub mod body;
 pub mod error;

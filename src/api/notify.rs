@@ -8,10 +8,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{body, json, ApiError};
-use crate::hub::Audience;
 use crate::metrics::Via;
 use crate::protocol::{
-    EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, Text, UserId,
+    EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, Publication, Text,
+    UserId,
 };
 use crate::state::AppState;
 
@@ -57,27 +57,29 @@ impl<'a> Notification<'a> {
     }
 
     /// Publishes to each target group in order through [`AppState::publish`] (only to
-    /// the listed users' connections when `users` was given) and builds the reply.
+    /// the listed users' connections when `users` was given) and builds the reply
+    /// (see `broker` for what `recipients` counts).
     pub async fn publish(&self, state: &AppState) -> Result<NotifyResponse, ApiError> {
-        let audience = self
-            .users
-            .as_ref()
-            .map_or(Audience::Everyone, Audience::Users);
         // The per-group list only for the `groups` form: a single-group reply needs
         // no copy of the group's name.
         let mut deliveries = (!self.single).then(|| Vec::with_capacity(self.targets.len()));
         let (mut recipients, mut first_offset) = (0, None);
         for group in &self.targets {
-            let published = state
-                .publish(group, &self.event, self.data, audience)
-                .await?;
-            recipients += published.fanout.queued;
+            let publication = Publication {
+                group: group.clone(),
+                event: self.event.clone(),
+                offset: 0,
+                users: self.users.clone(),
+                data: self.data.to_owned(),
+            };
+            let published = state.publish(publication).await?;
+            recipients += published.recipients;
             first_offset.get_or_insert(published.offset);
             if let Some(list) = deliveries.as_mut() {
                 list.push(GroupDelivery {
                     group: group.to_string(),
                     offset: published.offset,
-                    recipients: published.fanout.queued,
+                    recipients: published.recipients,
                 });
             }
         }

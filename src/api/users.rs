@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// reason, after what is already queued for each; the same code rules as group close.
 pub async fn close(user: UserId, state: AppState, raw: Bytes) -> Result<Response, ApiError> {
     let req: CloseRequest = body::parse(&raw)?;
-    let frame = application_close(req.code, &req.reason).map_err(ApiError::InvalidClose)?;
-    let closed = state.broker.close_user(&user, frame).await?;
+    let close = application_close(req.code, &req.reason).map_err(ApiError::InvalidClose)?;
+    let closed = state.broker.close_user(&user, close).await?;
     Ok(json(StatusCode::OK, &Closed { closed }))
 }

@@ -5,35 +5,35 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use super::{Broker, BrokerError, Published};
-use crate::hub::{Audience, ConnId, Hub, Member};
-use crate::protocol::{encode_notify, EventName, GroupName, Offset, UserId};
+use super::{Broker, BrokerError, GroupCount, Local, Published};
+use crate::protocol::{Close, GroupName, Offset, Publication, UserId};
 
 const SHARDS: usize = 64;
 
 /// One group's position. Its mutex is held while a publication is delivered, which is
-/// what keeps offsets in order on every connection and lets a subscriber join between
-/// two publications, never during one.
+/// what keeps offsets in order on every connection.
 type GroupLog = Arc<Mutex<Offset>>;
 
-/// Broker for one node. Keeps each group's offset for the life of the process
-/// (about 100 bytes per group name ever used).
+/// Broker for one node.
+///
+/// A group gets an entry here only when it is first notified, and keeps it for the life
+/// of the process so its offsets keep growing (about 100 bytes per notified group name:
+/// the name, the map slot and the shared counter). Groups that are only joined and left
+/// leave nothing behind.
 #[derive(Debug)]
 pub struct MemoryBroker {
-    hub: Arc<Hub>,
+    local: Arc<Local>,
     logs: Box<[Mutex<HashMap<GroupName, GroupLog>>]>,
     hasher: RandomState,
 }
 
 impl MemoryBroker {
-    /// A broker delivering into `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
+    /// A broker delivering through `local`.
+    pub fn new(local: Arc<Local>) -> Self {
         let logs = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Self {
-            hub,
+            local,
             logs,
             hasher: RandomState::new(),
         }
@@ -45,8 +45,11 @@ impl MemoryBroker {
         self.logs[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn log(&self, group: &GroupName) -> GroupLog {
-        self.shard(group).entry(group.clone()).or_default().clone()
+    /// Group names with an offset (notified at least once).
+    pub fn notified_groups(&self) -> usize {
+        (0..SHARDS)
+            .map(|i| self.logs[i].lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 }
 
@@ -56,52 +59,60 @@ fn lock(log: &GroupLog) -> MutexGuard<'_, Offset> {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(
-        &self,
-        group: &GroupName,
-        event: &EventName,
-        data: &RawValue,
-        audience: Audience<'_>,
-    ) -> Result<Published, BrokerError> {
-        let log = self.log(group);
+    async fn publish(&self, mut publication: Publication) -> Result<Published, BrokerError> {
+        let log = self
+            .shard(&publication.group)
+            .entry(publication.group.clone())
+            .or_default()
+            .clone();
         let mut offset = lock(&log);
         *offset += 1;
-        let frame = encode_notify(group, event, *offset, data);
-        let fanout = self.hub.deliver(group, &frame, audience);
+        publication.offset = *offset;
+        let fanout = self.local.deliver(&publication);
         Ok(Published {
             offset: *offset,
-            fanout,
+            recipients: fanout.queued,
         })
     }
 
-    async fn subscribe(&self, group: &GroupName, member: Member) -> Result<Offset, BrokerError> {
-        let log = self.log(group);
-        let offset = lock(&log);
-        self.hub.join(group, member);
-        Ok(*offset)
-    }
-
-    async fn unsubscribe(&self, group: &GroupName, id: ConnId) -> Result<(), BrokerError> {
-        self.hub.leave(group, id);
+    /// Every publication is delivered locally anyway: nothing to start.
+    async fn watch(&self, _group: &GroupName) -> Result<(), BrokerError> {
         Ok(())
     }
 
-    async fn close_group(
-        &self,
-        group: &GroupName,
-        frame: CloseFrame,
-    ) -> Result<usize, BrokerError> {
-        Ok(self.hub.close_group(group, &frame))
+    async fn unwatch(&self, _group: &GroupName) -> Result<(), BrokerError> {
+        Ok(())
     }
 
-    /// Local only: one node holds every connection. A Redis broker fans this out.
-    async fn close_user(&self, user: &UserId, frame: CloseFrame) -> Result<usize, BrokerError> {
-        Ok(self.hub.close_user(user, &frame))
-    }
-
+    /// Waits for a publication being delivered to finish, so a joining member's position
+    /// is on one side of it.
     async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError> {
         let log = self.shard(group).get(group).cloned();
         Ok(log.map_or(0, |l| *lock(&l)))
+    }
+
+    async fn close_group(&self, group: &GroupName, close: Close) -> Result<usize, BrokerError> {
+        Ok(self.local.close_group(group, &close))
+    }
+
+    async fn close_user(&self, user: &UserId, close: Close) -> Result<usize, BrokerError> {
+        Ok(self.local.close_user(user, &close))
+    }
+
+    async fn group_count(
+        &self,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<GroupCount, BrokerError> {
+        let hub = self.local.hub();
+        Ok(GroupCount {
+            subscribers: hub.subscribers(group),
+            users: hub.group_users(group, limit),
+        })
+    }
+
+    async fn groups(&self, limit: usize) -> Result<(Vec<(GroupName, usize)>, usize), BrokerError> {
+        Ok(self.local.hub().groups(limit))
     }
 
     fn is_ready(&self) -> bool {
@@ -112,43 +123,74 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{Hub, Member, Outbound};
+    use crate::metrics::Metrics;
+    use crate::node::Node;
+    use crate::protocol::EventName;
+    use serde_json::value::RawValue;
     use tokio_util::sync::CancellationToken;
 
     fn g(name: &str) -> GroupName {
         GroupName::parse(name).unwrap()
     }
 
+    fn publication(group: &str) -> Publication {
+        Publication {
+            group: g(group),
+            event: EventName::default_event(),
+            offset: 0,
+            users: None,
+            data: RawValue::from_string("1".into()).unwrap(),
+        }
+    }
+
+    fn node() -> (Node, Arc<Hub>) {
+        let hub = Arc::new(Hub::new());
+        (Node::memory(hub.clone(), Arc::new(Metrics::new())), hub)
+    }
+
     #[tokio::test]
     async fn offsets_start_at_one_per_group_and_subscribers_see_only_later_ones() {
-        let broker = MemoryBroker::new(Arc::new(Hub::new()));
-        let ev = EventName::default_event();
-        let data = RawValue::from_string("1".into()).unwrap();
-        let publish = |group: &'static str| {
-            let (ev, data) = (&ev, &data);
-            let broker = &broker;
-            async move {
-                let group = g(group);
-                let published = broker.publish(&group, ev, data, Audience::Everyone);
-                published.await.unwrap().offset
-            }
-        };
-        assert_eq!(broker.offset(&g("a")).await.unwrap(), 0);
-        assert_eq!(publish("a").await, 1);
-        assert_eq!(publish("a").await, 2);
-        assert_eq!(publish("b").await, 1);
+        let (node, _) = node();
+        let offset = |p: Result<Published, BrokerError>| p.unwrap().offset;
+        assert_eq!(node.broker.offset(&g("a")).await.unwrap(), 0);
+        assert_eq!(offset(node.publish(publication("a")).await), 1);
+        assert_eq!(offset(node.publish(publication("a")).await), 2);
+        assert_eq!(offset(node.publish(publication("b")).await), 1);
 
         let member = Member::new(7, 4, CancellationToken::new());
-        assert_eq!(broker.subscribe(&g("a"), member.clone()).await.unwrap(), 2);
-        let p = broker
-            .publish(&g("a"), &ev, &data, Audience::Everyone)
-            .await
-            .unwrap();
-        assert_eq!((p.offset, p.fanout.queued), (3, 1));
+        assert_eq!(node.join(&g("a"), member.clone()).await.unwrap(), 2);
+        let p = node.publish(publication("a")).await.unwrap();
+        assert_eq!((p.offset, p.recipients), (3, 1));
         let got = member.take();
-        assert_eq!(got.len(), 1);
-        let Some(crate::hub::Outbound::Frame(bytes)) = got.front() else {
-            panic!("{got:?}")
+        let [Outbound::Frame(bytes)] = &got.into_iter().collect::<Vec<_>>()[..] else {
+            panic!("expected one frame")
         };
         assert!(String::from_utf8_lossy(bytes).contains(r#""offset":3"#));
+        let again = Member::new(8, 4, CancellationToken::new());
+        assert_eq!(node.join(&g("a"), again).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn groups_only_joined_and_left_leave_no_trace() {
+        let hub = Arc::new(Hub::new());
+        let metrics = Arc::new(Metrics::new());
+        let local = Arc::new(Local::new(hub.clone(), metrics.clone()));
+        let broker = Arc::new(MemoryBroker::new(local.clone()));
+        let node = Node::new(local, broker.clone(), metrics);
+        node.publish(publication("room:notified")).await.unwrap();
+        for i in 0..100 {
+            let group = g(&format!("room:{i}"));
+            let member = Member::new(i, 4, CancellationToken::new());
+            node.join(&group, member).await.unwrap();
+            node.leave(&group, i).await.unwrap();
+        }
+        assert_eq!(hub.counts(), (0, 0));
+        assert_eq!(hub.group_names(), Vec::<GroupName>::new());
+        assert_eq!(
+            broker.notified_groups(),
+            1,
+            "only the notified group has an offset"
+        );
     }
 }

@@ -1,29 +1,50 @@
 //! Moves publications to every node that has members of a group, and owns each group's
 //! offset (later: history and epoch).
 //!
-//! The broker is handed the local [`Hub`](crate::hub::Hub) and calls `hub.deliver` for
-//! every publication it carries, so one node and many nodes share one delivery path
-//! (centrifuge's `Broker` + `BrokerEventHandler` shape). [`MemoryBroker`] is the default
-//! for a single node; a Redis broker will let several nodes share groups.
+//! The shape is centrifuge's `Broker` + `BrokerEventHandler` (and socketioxide's adapter
+//! over a local room index): the [`Hub`](crate::hub::Hub) owns local membership; the
+//! node watches a group in the broker from its first local member to its last
+//! ([`crate::node::Node`]); the broker assigns each publication its offset and hands it to
+//! [`Local::deliver`] on every node watching the group, the publishing node included.
+//! Broker signatures speak protocol types ([`Publication`], [`Close`]), never transport
+//! types, so a publication can cross the network as it is.
+//!
+//! # What `recipients` in the `POST /notify` reply counts
+//! - [`MemoryBroker`]: the members of the group on this (the only) node that the
+//!   notification was queued for, after `users` targeting.
+//! - Redis broker: the herald nodes that received the publication, that is nodes with at
+//!   least one member in the group (Redis' `PUBLISH` answer). Delivery on each node
+//!   happens after the reply, so members are not counted; `GET /groups/{group}` gives the
+//!   cluster-wide member count.
 
+mod local;
 mod memory;
+pub mod redis;
 
+pub use local::Local;
 pub use memory::MemoryBroker;
+pub use redis::{RedisBroker, RedisSettings};
 
 use async_trait::async_trait;
-use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::hub::{Audience, ConnId, Fanout, Member};
-use crate::protocol::{EventName, GroupName, Offset, UserId};
+use crate::protocol::{Close, GroupName, Offset, Publication, UserId};
 
 /// What one publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     /// The offset the notification got in its group.
     pub offset: Offset,
-    /// Local delivery on this node.
-    pub fanout: Fanout,
+    /// What `recipients` reports: see the module documentation for each broker.
+    pub recipients: usize,
+}
+
+/// A group's members as counted by the broker (every node for a shared broker).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupCount {
+    /// Connections in the group.
+    pub subscribers: usize,
+    /// Up to the requested number of distinct users connected, sorted.
+    pub users: Vec<UserId>,
 }
 
 /// A broker could not do what was asked; the caller answers 503 or an error frame.
@@ -37,35 +58,37 @@ pub enum BrokerError {
 /// Carries publications to every node watching a group and keeps each group's position.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Assigns the next offset in `group` and delivers the notification to the members in
-    /// `audience`, as one step per group: members see offsets in order. A notification
-    /// for some users only still takes the group's next offset, so other members see a
-    /// gap where it was.
-    async fn publish(
-        &self,
-        group: &GroupName,
-        event: &EventName,
-        data: &RawValue,
-        audience: Audience<'_>,
-    ) -> Result<Published, BrokerError>;
+    /// Assigns the next offset in the publication's group and hands it to
+    /// [`Local::deliver`] on every node watching the group, in offset order. A
+    /// notification for some users only still takes the group's next offset, so other
+    /// members see a gap where it was. Never reports success for a publication that was
+    /// not published.
+    async fn publish(&self, publication: Publication) -> Result<Published, BrokerError>;
 
-    /// Adds `member` to `group` and returns the group's offset at that instant: the member
-    /// receives exactly the notifications after it.
-    async fn subscribe(&self, group: &GroupName, member: Member) -> Result<Offset, BrokerError>;
+    /// Starts carrying `group`'s publications to this node; returns once every
+    /// publication after the call will arrive. Called for a group's first local member.
+    async fn watch(&self, group: &GroupName) -> Result<(), BrokerError>;
 
-    /// Removes connection `id` from `group`.
-    async fn unsubscribe(&self, group: &GroupName, id: ConnId) -> Result<(), BrokerError>;
-
-    /// Closes every connection in `group` with `frame`; returns how many this node closed.
-    async fn close_group(&self, group: &GroupName, frame: CloseFrame)
-        -> Result<usize, BrokerError>;
-
-    /// Closes every connection of `user` (all groups, all tabs) with `frame`; returns how
-    /// many this node closed.
-    async fn close_user(&self, user: &UserId, frame: CloseFrame) -> Result<usize, BrokerError>;
+    /// Stops carrying `group`'s publications to this node (its last local member left).
+    async fn unwatch(&self, group: &GroupName) -> Result<(), BrokerError>;
 
     /// The group's latest offset (0 when nothing was ever sent to it).
     async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError>;
+
+    /// Closes every connection in `group` with `close`; returns how many were closed.
+    async fn close_group(&self, group: &GroupName, close: Close) -> Result<usize, BrokerError>;
+
+    /// Closes every connection of `user` (all groups, all tabs) with `close`; returns how
+    /// many were closed.
+    async fn close_user(&self, user: &UserId, close: Close) -> Result<usize, BrokerError>;
+
+    /// Connections in `group` and up to `limit` of their distinct users.
+    async fn group_count(&self, group: &GroupName, limit: usize)
+        -> Result<GroupCount, BrokerError>;
+
+    /// Up to `limit` groups with members, sorted by name, with their subscriber counts,
+    /// and the total number of such groups.
+    async fn groups(&self, limit: usize) -> Result<(Vec<(GroupName, usize)>, usize), BrokerError>;
 
     /// Whether the broker can serve now (`/readyz`).
     fn is_ready(&self) -> bool;

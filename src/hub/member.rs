@@ -6,10 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{CloseCode, UserId};
+use crate::protocol::{Close, CloseCode, UserId};
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
@@ -20,7 +19,7 @@ pub enum Outbound {
     /// A complete, encoded WebSocket frame shared with other recipients.
     Frame(Bytes),
     /// Close with this frame once everything queued before it is written.
-    Close(CloseFrame),
+    Close(Close),
 }
 
 /// The hub's handle to one connection. Cheap to clone: one `Arc`.
@@ -51,7 +50,7 @@ struct State {
     /// When the queue last went from empty to non-empty (delivery-lag metric).
     since: Option<Instant>,
     /// First close requested wins; `None` with a cancelled token means shutdown.
-    close: Option<CloseFrame>,
+    close: Option<Close>,
     /// The session has ended; nothing more is queued.
     ended: bool,
 }
@@ -121,7 +120,7 @@ impl Member {
 
     /// Closes after the frames already queued have been written; if the queue is full,
     /// closes at once with the same frame.
-    pub fn close_after_queued(&self, frame: CloseFrame) {
+    pub fn close_after_queued(&self, frame: Close) {
         if self.push(Outbound::Close(frame.clone()), Instant::now()) == Delivery::Slow {
             self.close_now(frame);
         }
@@ -151,7 +150,7 @@ impl Member {
     }
 
     /// Closes at once, dropping whatever is still queued. The first close requested wins.
-    pub fn close_now(&self, frame: CloseFrame) {
+    pub fn close_now(&self, frame: Close) {
         self.state().close.get_or_insert(frame);
         self.0.token.cancel();
     }
@@ -163,7 +162,7 @@ impl Member {
 
     /// Once [`Member::closing`] resolved: the frame requested with [`Member::close_now`],
     /// or `None` when the server is shutting down.
-    pub fn requested_close(&self) -> Option<CloseFrame> {
+    pub fn requested_close(&self) -> Option<Close> {
         self.state().close.clone()
     }
 

@@ -8,6 +8,7 @@
 //! Groups (and users) are spread over [`SHARDS`] locks so joins in one group do not wait
 //! for a large fan-out in another.
 
+mod group;
 mod member;
 mod shard;
 
@@ -18,17 +19,20 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::protocol::{GroupName, UserId};
+use crate::protocol::{Close, GroupName, Offset, UserId};
+use group::Group;
 use shard::Sharded;
 
 type Members = HashMap<ConnId, Member>;
 
 /// Groups and their members on this node, and which connections belong to which user.
+///
+/// A group exists here only while it has local members: the last leave (or a group
+/// close) removes it, so group names a node no longer serves cost nothing.
 #[derive(Debug)]
 pub struct Hub {
-    groups: Sharded<GroupName, Members>,
+    groups: Sharded<GroupName, Group>,
     /// Connections of each authenticated user (for user close). Only members created with
     /// a user are in it, so it stays empty, and costs nothing, when auth is off.
     users: Sharded<UserId, Members>,
@@ -41,6 +45,17 @@ pub struct Fanout {
     pub queued: usize,
     /// Members being closed because their queue was full.
     pub slow: usize,
+}
+
+/// What joining a group found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The group had no local member: the node must start watching it in the broker and
+    /// then call [`Hub::synced`] with the broker's offset.
+    First,
+    /// The node already watches the group; the member receives every publication after
+    /// this offset.
+    At(Offset),
 }
 
 /// Which members of a group a publication is for.
@@ -76,19 +91,61 @@ impl Hub {
         }
     }
 
-    /// Adds `member` to `group` (`group_add`). Returns true when it is the group's first
-    /// local member, the moment a broker starts watching the group.
-    pub fn join(&self, group: &GroupName, member: Member) -> bool {
+    /// Adds `member` to `group` (`group_add`). [`Joined::First`] when it is the group's
+    /// first local member, the moment the node starts watching the group in the broker.
+    pub fn join(&self, group: &GroupName, member: Member) -> Joined {
         let mut shard = self.groups.write(group);
-        let members = shard.entry(group.clone()).or_default();
-        members.insert(member.id(), member);
-        members.len() == 1
+        let entry = shard.entry(group.clone()).or_insert_with(Group::syncing);
+        let first = entry.members.is_empty();
+        entry.members.insert(member.id(), member);
+        if first {
+            Joined::First
+        } else {
+            Joined::At(entry.position())
+        }
     }
 
-    /// Removes connection `id` from `group` (`group_discard`). Returns true when the
-    /// group has no local member left.
+    /// Ends the sync that [`Joined::First`] (or [`Hub::resync`]) started, with the
+    /// broker's offset read after the watch took effect; returns the offset the members
+    /// who joined are told (see `Group::synced`).
+    pub fn synced(&self, group: &GroupName, broker_offset: Offset) -> Offset {
+        let shard = self.groups.write(group);
+        shard
+            .get(group)
+            .map_or(broker_offset, |g| g.synced(broker_offset))
+    }
+
+    /// Marks `group` as re-watched (after a broker reconnect): deliveries are accepted as
+    /// they come until [`Hub::synced`]. False when the group has no local members.
+    pub fn resync(&self, group: &GroupName) -> bool {
+        let shard = self.groups.write(group);
+        shard.get(group).inspect(|g| g.resync()).is_some()
+    }
+
+    /// Removes connection `id` from `group` (`group_discard`). Returns true when that
+    /// was its last local member: the group is forgotten and the node stops watching it.
     pub fn leave(&self, group: &GroupName, id: ConnId) -> bool {
-        remove(&self.groups, group, id)
+        let mut shard = self.groups.write(group);
+        let Some(entry) = shard.get_mut(group) else {
+            return false;
+        };
+        if entry.members.remove(&id).is_none() {
+            return false;
+        }
+        let empty = entry.members.is_empty();
+        if empty {
+            shard.remove(group);
+        }
+        empty
+    }
+
+    /// Every group with local members (the groups the node watches).
+    pub fn group_names(&self) -> Vec<GroupName> {
+        let mut all = Vec::new();
+        for shard in self.groups.each() {
+            all.extend(shard.keys().cloned());
+        }
+        all
     }
 
     /// Records `member` under its user, if it has one (call once per connection).
@@ -107,19 +164,26 @@ impl Hub {
         }
     }
 
-    /// Hands `frame`, a complete encoded WebSocket frame, to the local members of `group`
-    /// in `audience`. The bytes are shared, not copied: a clone only bumps a reference
-    /// count.
-    pub fn deliver(&self, group: &GroupName, frame: &Bytes, audience: Audience<'_>) -> Fanout {
+    /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`,
+    /// to the local members of `group` in `audience`. The bytes are shared, not copied: a
+    /// clone only bumps a reference count. A publication this node already delivered (or
+    /// one from before its members joined) is skipped: nobody sees an offset twice.
+    pub fn deliver(
+        &self,
+        group: &GroupName,
+        offset: Offset,
+        frame: &Bytes,
+        audience: Audience<'_>,
+    ) -> Fanout {
         let shard = self.groups.read(group);
         let mut out = Fanout::default();
-        let Some(members) = shard.get(group) else {
+        let Some(entry) = shard.get(group).filter(|g| g.admit(offset)) else {
             return out;
         };
         // One clock read per fan-out, not per member (and none for a group without
         // local members): the delivery-lag metric's start.
         let now = Instant::now();
-        for member in members.values().filter(|m| audience.includes(m)) {
+        for member in entry.members.values().filter(|m| audience.includes(m)) {
             match member.try_deliver_at(frame, now) {
                 Delivery::Queued => out.queued += 1,
                 Delivery::Slow => out.slow += 1,
@@ -129,30 +193,34 @@ impl Hub {
         out
     }
 
-    /// Removes every local member of `group` and closes each connection with `frame`
-    /// after what is already queued for it. Returns how many connections were closed.
-    pub fn close_group(&self, group: &GroupName, frame: &CloseFrame) -> usize {
-        let removed = self.groups.write(group).remove(group).unwrap_or_default();
-        close_all(&removed, frame)
+    /// Removes every local member of `group` (forgetting the group) and closes each
+    /// connection with `close` after what is already queued for it. Returns how many
+    /// connections were closed.
+    pub fn close_group(&self, group: &GroupName, close: &Close) -> usize {
+        let removed = self.groups.write(group).remove(group);
+        removed.map_or(0, |g| close_all(&g.members, close))
     }
 
-    /// Closes every local connection of `user` (all groups, all tabs) with `frame` after
+    /// Closes every local connection of `user` (all groups, all tabs) with `close` after
     /// what is already queued for it. Returns how many connections were closed.
-    pub fn close_user(&self, user: &UserId, frame: &CloseFrame) -> usize {
+    pub fn close_user(&self, user: &UserId, close: &Close) -> usize {
         let removed = self.users.write(user).remove(user).unwrap_or_default();
-        close_all(&removed, frame)
+        close_all(&removed, close)
     }
 
     /// Local members of `group`.
     pub fn subscribers(&self, group: &GroupName) -> usize {
-        self.groups.read(group).get(group).map_or(0, |m| m.len())
+        self.groups
+            .read(group)
+            .get(group)
+            .map_or(0, |g| g.members.len())
     }
 
     /// Groups with local members and the memberships in them (for the metrics scrape;
     /// one shard lock at a time, so the two numbers are not one atomic snapshot).
     pub fn counts(&self) -> (usize, usize) {
         self.groups.each().fold((0, 0), |(groups, members), shard| {
-            let here: usize = shard.values().map(HashMap::len).sum();
+            let here: usize = shard.values().map(|g| g.members.len()).sum();
             (groups + shard.len(), members + here)
         })
     }
@@ -160,9 +228,27 @@ impl Hub {
     /// Up to `limit` distinct users with a local connection in `group`, sorted.
     pub fn group_users(&self, group: &GroupName, limit: usize) -> Vec<UserId> {
         let shard = self.groups.read(group);
-        let members = shard.get(group).into_iter().flat_map(|m| m.values());
+        let members = shard
+            .get(group)
+            .into_iter()
+            .flat_map(|g| g.members.values());
         let users: BTreeSet<&UserId> = members.filter_map(Member::user).collect();
         users.into_iter().take(limit).cloned().collect()
+    }
+
+    /// Every group with local members, its member count and up to `users_limit` of its
+    /// distinct users (what a node tells the others, for cluster-wide counts).
+    pub fn snapshot(&self, users_limit: usize) -> Vec<(GroupName, usize, Vec<UserId>)> {
+        let mut all = Vec::new();
+        for shard in self.groups.each() {
+            for (name, entry) in shard.iter() {
+                let users: BTreeSet<&UserId> =
+                    entry.members.values().filter_map(Member::user).collect();
+                let users = users.into_iter().take(users_limit).cloned().collect();
+                all.push((name.clone(), entry.members.len(), users));
+            }
+        }
+        all
     }
 
     /// Up to `limit` groups with local members, sorted by name, with their member counts,
@@ -170,7 +256,7 @@ impl Hub {
     pub fn groups(&self, limit: usize) -> (Vec<(GroupName, usize)>, usize) {
         let mut all: Vec<(GroupName, usize)> = Vec::new();
         for shard in self.groups.each() {
-            all.extend(shard.iter().map(|(g, m)| (g.clone(), m.len())));
+            all.extend(shard.iter().map(|(g, e)| (g.clone(), e.members.len())));
         }
         let total = all.len();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -196,124 +282,12 @@ fn remove<K: std::hash::Hash + Eq>(map: &Sharded<K, Members>, key: &K, id: ConnI
     empty
 }
 
-fn close_all(members: &Members, frame: &CloseFrame) -> usize {
+fn close_all(members: &Members, close: &Close) -> usize {
     for member in members.values() {
-        member.close_after_queued(frame.clone());
+        member.close_after_queued(close.clone());
     }
     members.len()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio_util::sync::CancellationToken;
-
-    fn member(id: ConnId) -> Member {
-        Member::new(id, 8, CancellationToken::new())
-    }
-
-    fn user_member(id: ConnId, user: &str) -> Member {
-        let user = UserId::parse(user).unwrap();
-        Member::for_user(id, 8, CancellationToken::new(), Some(user))
-    }
-
-    fn g(name: &str) -> GroupName {
-        GroupName::parse(name).unwrap()
-    }
-
-    fn frame(text: &'static str) -> Bytes {
-        Bytes::from_static(text.as_bytes())
-    }
-
-    #[test]
-    fn deliver_reaches_members_of_that_group_only() {
-        let hub = Hub::new();
-        let (a, b) = (member(1), member(2));
-        assert!(hub.join(&g("a"), a.clone()));
-        assert!(hub.join(&g("b"), b.clone()));
-        let out = hub.deliver(&g("a"), &frame("hi"), Audience::Everyone);
-        assert_eq!(out, Fanout { queued: 1, slow: 0 });
-        assert_eq!(a.take(), [Outbound::Frame(frame("hi"))]);
-        assert!(b.take().is_empty());
-    }
-
-    #[test]
-    fn leave_reports_the_last_member_and_forgets_the_group() {
-        let hub = Hub::new();
-        hub.join(&g("x"), member(1));
-        assert!(!hub.join(&g("x"), member(2)));
-        assert!(!hub.leave(&g("x"), 1));
-        assert!(!hub.leave(&g("x"), 1), "second leave is a no-op");
-        assert!(hub.leave(&g("x"), 2));
-        assert_eq!(hub.groups(10), (vec![], 0));
-    }
-
-    #[test]
-    fn close_group_empties_it_and_queues_the_close() {
-        let hub = Hub::new();
-        let a = member(1);
-        hub.join(&g("x"), a.clone());
-        let close = crate::protocol::close::application_close(4321, "bye").unwrap();
-        assert_eq!(hub.close_group(&g("x"), &close), 1);
-        assert_eq!(hub.subscribers(&g("x")), 0);
-        assert_eq!(a.take(), [Outbound::Close(close)]);
-    }
-
-    #[test]
-    fn a_user_audience_reaches_only_those_users_members() {
-        let hub = Hub::new();
-        let (ana, ana2, bob, anon) = (
-            user_member(1, "ana"),
-            user_member(2, "ana"),
-            user_member(3, "bob"),
-            member(4),
-        );
-        for m in [&ana, &ana2, &bob, &anon] {
-            hub.join(&g("x"), m.clone());
-        }
-        let only: HashSet<UserId> = [UserId::parse("ana").unwrap()].into();
-        let out = hub.deliver(&g("x"), &frame("hi"), Audience::Users(&only));
-        assert_eq!(out.queued, 2);
-        assert_eq!((ana.take().len(), ana2.take().len()), (1, 1));
-        assert!(bob.take().is_empty() && anon.take().is_empty());
-        let users: Vec<String> = hub
-            .group_users(&g("x"), 10)
-            .iter()
-            .map(|u| u.to_string())
-            .collect();
-        assert_eq!(users, ["ana", "bob"]);
-        assert_eq!(hub.group_users(&g("x"), 1).len(), 1);
-    }
-
-    #[test]
-    fn close_user_closes_every_connection_of_that_user_only() {
-        let hub = Hub::new();
-        let (a1, a2, b) = (
-            user_member(1, "a"),
-            user_member(2, "a"),
-            user_member(3, "b"),
-        );
-        for m in [&a1, &a2, &b] {
-            hub.register(m);
-        }
-        hub.register(&member(4));
-        let close = crate::protocol::close::application_close(4403, "banned").unwrap();
-        assert_eq!(hub.close_user(&UserId::parse("a").unwrap(), &close), 2);
-        assert_eq!(a1.take(), [Outbound::Close(close.clone())]);
-        assert_eq!(a2.take(), [Outbound::Close(close.clone())]);
-        assert!(b.take().is_empty());
-        hub.unregister(&b);
-        assert_eq!(hub.close_user(&UserId::parse("b").unwrap(), &close), 0);
-    }
-
-    #[test]
-    fn groups_lists_sorted_and_bounded() {
-        let hub = Hub::new();
-        for (i, name) in ["c", "a", "b"].iter().enumerate() {
-            hub.join(&g(name), member(i as ConnId));
-        }
-        let (list, total) = hub.groups(2);
-        assert_eq!(total, 3);
-        assert_eq!(list, vec![(g("a"), 1), (g("b"), 1)]);
-    }
-}
+mod tests;

@@ -1,9 +1,21 @@
 //! Every close code herald sends, in one table. The README's close-code table and the
 //! `CloseCode` schema in `openapi.yaml` mirror [`TABLE`]; a test keeps them in step.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode as WireCode, CloseFrame};
+use serde::{Deserialize, Serialize};
+
+/// A close herald asks a connection to send: code and reason, in herald's own terms so the
+/// hub and the brokers (which carry group and user closes between nodes) never depend on
+/// the WebSocket library. The transport turns it into the wire frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Close {
+    /// The close code (herald's own from [`TABLE`], or 1000 / 3000–4999 from the API).
+    pub code: u16,
+    /// The close reason, at most [`MAX_REASON_BYTES`] bytes of UTF-8. Shared: a group
+    /// close hands the same reason to every member.
+    pub reason: Arc<str>,
+}
 
 /// A WebSocket close code herald sends, with its meaning for clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +105,12 @@ impl CloseCode {
         }
     }
 
-    /// The close frame herald sends for this code, with its name as the reason.
-    pub fn frame(self) -> CloseFrame {
-        close_frame(self.code, Cow::Borrowed(self.name))
+    /// The close herald sends for this code, with its name as the reason.
+    pub fn frame(self) -> Close {
+        Close {
+            code: self.code,
+            reason: self.name.into(),
+        }
     }
 }
 
@@ -127,7 +142,7 @@ pub enum InvalidClose {
 }
 
 /// Validates a close requested through the API (group close, user close).
-pub fn application_close(code: u64, reason: &str) -> Result<CloseFrame, InvalidClose> {
+pub fn application_close(code: u64, reason: &str) -> Result<Close, InvalidClose> {
     if !(code == 1000 || (3000..=4999).contains(&code)) {
         return Err(InvalidClose::Code(code));
     }
@@ -136,17 +151,10 @@ pub fn application_close(code: u64, reason: &str) -> Result<CloseFrame, InvalidC
     }
     // The range check above makes the narrowing exact.
     let code = u16::try_from(code).map_err(|_| InvalidClose::Code(code))?;
-    Ok(close_frame(code, Cow::Owned(reason.to_owned())))
-}
-
-fn close_frame(code: u16, reason: Cow<'static, str>) -> CloseFrame {
-    CloseFrame {
-        code: WireCode::from(code),
-        reason: match reason {
-            Cow::Borrowed(s) => s.into(),
-            Cow::Owned(s) => s.into(),
-        },
-    }
+    Ok(Close {
+        code,
+        reason: reason.into(),
+    })
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ pub struct GroupDelivery {
     pub group: String,
     /// The offset the notification got in that group.
     pub offset: Offset,
-    /// Members of that group on this node that it was handed to.
+    /// What `recipients` counts for that group (see `broker`: members with the memory
+    /// broker, nodes with Redis).
     pub recipients: usize,
 }
 
@@ -55,7 +56,7 @@ pub struct NotifyResponse {
     /// The notification's offset (single-group form only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<Offset>,
-    /// Members reached on this node, summed over all target groups.
+    /// Recipients (see `broker`), summed over all target groups.
     pub recipients: usize,
     /// One entry per target group (`groups` form only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,7 +119,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error>
 /// Reply to `POST /groups/{group}/close` and `POST /users/{user}/close`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Closed {
-    /// Connections on this node that were closed.
+    /// Connections that were closed (on every node that answered, with Redis).
     pub closed: usize,
 }
 
@@ -127,14 +128,14 @@ pub struct Closed {
 pub struct GroupSummary {
     /// The group.
     pub group: String,
-    /// Its members on this node.
+    /// Its members (on every node, with Redis).
     pub subscribers: usize,
 }
 
 /// Reply to `GET /groups`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GroupList {
-    /// Groups with members on this node, by name, up to the requested limit.
+    /// Groups with members (on any node, with Redis), by name, up to the requested limit.
     pub groups: Vec<GroupSummary>,
     /// How many such groups there are in all.
     pub total: usize,
@@ -145,11 +146,11 @@ pub struct GroupList {
 pub struct GroupInfo {
     /// The group.
     pub group: String,
-    /// Its members on this node.
+    /// Its members (on every node, with Redis).
     pub subscribers: usize,
     /// The offset of its latest notification (0: none yet).
     pub offset: Offset,
-    /// Distinct users among its members on this node, up to the requested limit.
+    /// Distinct users among its members, up to the requested limit.
     pub users: Vec<UserId>,
 }
 

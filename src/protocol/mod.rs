@@ -7,15 +7,17 @@ pub mod close;
 pub mod frame;
 pub mod http;
 pub mod name;
+pub mod publication;
 pub mod wire;
 
-pub use close::CloseCode;
+pub use close::{Close, CloseCode};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
     CloseRequest, Closed, GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest,
     NotifyBatchResponse, NotifyRequest, NotifyResponse, Text,
 };
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
+pub use publication::Publication;
 pub use wire::encode_notify;
 
 /// A group's position: the offset of the last notification sent to it (0 = none yet).

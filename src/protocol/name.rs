@@ -71,6 +71,14 @@ macro_rules! name_type {
                 s.serialize_str(&self.0)
             }
         }
+
+        /// Reading a name validates it, so a name from another node is checked too.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
 

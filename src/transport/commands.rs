@@ -12,8 +12,10 @@ use tokio::time::Instant;
 
 use crate::auth::{Denied, Grant};
 use crate::broker::BrokerError;
-use crate::hub::{Audience, Member};
-use crate::protocol::{ClientFrame, EventName, FrameError, GroupName, Offset, ServerFrame};
+use crate::hub::Member;
+use crate::protocol::{
+    ClientFrame, EventName, FrameError, GroupName, Offset, Publication, ServerFrame,
+};
 use crate::state::AppState;
 
 /// One connection's place in the hub: its member handle, the groups it is in and what
@@ -62,11 +64,7 @@ impl Membership {
 
     /// Joins `group` (again: harmless); returns its offset at the moment of joining.
     pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
-        let offset = self
-            .state
-            .broker
-            .subscribe(&group, self.member.clone())
-            .await?;
+        let offset = self.state.node.join(&group, self.member.clone()).await?;
         self.groups.insert(group);
         Ok(offset)
     }
@@ -114,7 +112,7 @@ impl Membership {
             ClientFrame::Unsubscribe { group } => self.unsubscribe(group).await?,
             ClientFrame::Refresh { token } => return self.refresh(&token).await,
             ClientFrame::Publish { group, event, data } => {
-                self.publish(group, event, &data).await?;
+                self.publish(group, event, data).await?;
                 // The publisher is a member, so the notification itself is its acknowledgement.
                 return Ok(Vec::new());
             }
@@ -155,7 +153,7 @@ impl Membership {
         &mut self,
         group: String,
         event: Option<String>,
-        data: &serde_json::value::RawValue,
+        data: Box<serde_json::value::RawValue>,
     ) -> Result<(), FrameError> {
         if !self.state.config.client_publish {
             return Err(FrameError::PublishDisabled);
@@ -169,8 +167,15 @@ impl Membership {
             Some(e) => EventName::parse(&e).map_err(|e| FrameError::InvalidEvent(e.to_string()))?,
             None => EventName::default_event(),
         };
+        let publication = Publication {
+            group: name,
+            event,
+            offset: 0,
+            users: None,
+            data,
+        };
         self.state
-            .publish(&name, &event, data, Audience::Everyone)
+            .publish(publication)
             .await
             .map_err(|_| FrameError::Unavailable)?;
         Ok(())
@@ -219,7 +224,7 @@ impl Membership {
     }
 
     async fn leave(&self, group: &GroupName) -> Result<(), BrokerError> {
-        self.state.broker.unsubscribe(group, self.member.id()).await
+        self.state.node.leave(group, self.member.id()).await
     }
 }
 

@@ -10,12 +10,14 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WireCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use warp::hyper::upgrade::Upgraded;
 
 use crate::hub::Outbound;
+use crate::protocol::Close;
 
 /// The upgraded socket, unsplit: one set of buffers per connection.
 pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -28,8 +30,8 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
 
 /// How a connection ends.
 pub(super) enum Ending {
-    /// Send this close frame, then wait briefly for the client's answer.
-    Close(CloseFrame),
+    /// Send this close, then wait briefly for the client's answer.
+    Close(Close),
     /// The client closed: answer it (tungstenite queued the echo) and finish.
     ClientClosed,
     /// The socket is gone or stuck; just drop it.
@@ -41,7 +43,7 @@ pub(super) struct Written {
     /// Notification frames written whole.
     pub(super) frames: usize,
     /// The close queued after them (a group or user close), now due.
-    pub(super) close: Option<CloseFrame>,
+    pub(super) close: Option<Close>,
 }
 
 /// The socket, what is being written to it, and heartbeat bookkeeping.
@@ -146,16 +148,16 @@ impl Connection {
             Ending::ClientClosed => {
                 let _ = timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
             }
-            Ending::Close(frame) => {
-                let close = async {
+            Ending::Close(close) => {
+                let sent = async {
                     // Complete a partly written frame, or the close frame would land inside it.
                     self.write_pending().await.map_err(|_| ())?;
                     self.ws
-                        .send(Message::Close(Some(frame)))
+                        .send(Message::Close(Some(wire_close(&close))))
                         .await
                         .map_err(|_| ())
                 };
-                if matches!(timeout(write_limit, close).await, Ok(Ok(()))) {
+                if matches!(timeout(write_limit, sent).await, Ok(Ok(()))) {
                     let _ = timeout(CLOSE_HANDSHAKE, async {
                         while let Some(Ok(_)) = self.ws.next().await {}
                     })
@@ -163,5 +165,13 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// herald's close as tungstenite's frame: the one place the transport type appears.
+fn wire_close(close: &Close) -> CloseFrame {
+    CloseFrame {
+        code: WireCode::from(close.code),
+        reason: close.reason.as_ref().into(),
     }
 }

@@ -54,7 +54,14 @@ pub fn metrics_routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// The routes `serves` names; the others are unknown paths (404).
 fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)> {
-    let websockets = ws_group(state).or(ws(state)).unify();
+    // What browsers load sits with the WebSockets: the public, browser-facing listener.
+    let websockets = ws_group(state)
+        .or(ws(state))
+        .unify()
+        .or(herald_js())
+        .unify()
+        .or(demo_page(state))
+        .unify();
     let api = notify(state)
         .or(notify_batch(state))
         .unify()
@@ -83,7 +90,7 @@ fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)>
 /// `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Serves {
-    /// `/ws` and `/ws/{group}` (`--listen`).
+    /// `/ws`, `/ws/{group}`, `/herald.js` and the demo page `/` (`--listen`).
     websockets: bool,
     /// `POST /notify`, `/groups…`, `/users/{user}/close` (`--api-listen`, else `--listen`).
     api: bool,
@@ -262,6 +269,31 @@ fn readyz(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reject
     )
 }
 
+/// `GET /herald.js`: the browser client, embedded in the binary.
+fn herald_js() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/herald.js");
+    route.serve(
+        warp::path!("herald.js")
+            .and(route.matched())
+            .and(if_none_match())
+            .and_then(|etag| respond(api::assets::herald_js(etag))),
+    )
+}
+
+/// `GET /`: the demo page. With `--demo false` the path is not served at all, so every
+/// method gets the unknown-path 404 (never a 405 that would advertise it).
+fn demo_page(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/");
+    let on = state.config.demo;
+    route.serve(
+        warp::path::end()
+            .and(serving(on))
+            .and(route.matched())
+            .and(if_none_match())
+            .and_then(|etag| respond(api::assets::demo_page(etag))),
+    )
+}
+
 /// `GET /metrics`.
 fn metrics(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let route = Route::get("/metrics");
@@ -335,6 +367,18 @@ impl Route {
                 res
             })
     }
+}
+
+/// The `If-None-Match` header as text; a value that is not visible ASCII counts as
+/// absent (the full file is sent), so a revalidation header can never fail a request.
+fn if_none_match(
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        headers
+            .get(warp::http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })
 }
 
 /// Hands each request a clone of the state (one reference count).

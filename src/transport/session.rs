@@ -108,7 +108,7 @@ impl Session {
         self.membership.leave_all().await;
         let (code, how) = match &ending {
             Ending::Close(frame) => {
-                let code = u16::from(frame.code);
+                let code = frame.code;
                 (Some(code), Disconnect::Code(code))
             }
             Ending::ClientClosed => (None, Disconnect::Client),

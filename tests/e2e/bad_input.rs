@@ -365,6 +365,8 @@ async fn a_wrong_method_names_the_allowed_one_in_allow() {
         (reqwest::Method::PUT, "/groups/x/close", "POST"),
         (reqwest::Method::GET, "/users/u/close", "POST"),
         (reqwest::Method::POST, "/healthz", "GET"),
+        (reqwest::Method::POST, "/herald.js", "GET"),
+        (reqwest::Method::DELETE, "/", "GET"),
         (reqwest::Method::POST, "/ws/g", "GET"),
     ] {
         let res = app

@@ -2,7 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod process;
+mod redis_server;
 
+mod assets;
 mod auth;
 mod backpressure;
 mod bad_input;
@@ -11,8 +14,11 @@ mod close;
 mod docs;
 mod http_hygiene;
 mod limits;
+mod memory;
 mod metrics;
 mod notify;
 mod properties;
+mod redis;
+mod redis_cluster;
 mod shutdown;
 mod subscribe;

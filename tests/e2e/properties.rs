@@ -208,8 +208,9 @@ proptest! {
     #[test]
     fn close_bodies_get_200_or_a_documented_400(
         body in text_like(),
-        // Empty would be another path (`/groups//close`).
-        group in name_like().prop_filter("a path segment", |g| !g.is_empty()),
+        // Empty would be another path (`/groups//close`), and HTTP clients resolve the
+        // dot segments `.` and `..` away (RFC 3986 §5.2.4) before the request is sent.
+        group in name_like().prop_filter("a path segment", |g| !matches!(g.as_str(), "" | "." | "..")),
     ) {
         let (rt, app) = live();
         rt.block_on(async {

@@ -1,7 +1,5 @@
 //! SIGTERM on the real binary: every client gets 1012 and the process exits 0 in time.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -9,58 +7,12 @@ use serde_json::json;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::poll_until;
-
-/// Starts the herald binary on a free port and returns it with the address it logged.
-fn start_herald(args: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start herald");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("herald exited before listening")
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["fields"]["message"] == "listening" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
-
-fn sigterm(child: &std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let exited = poll_until(limit, || {
-        let status = child.try_wait().unwrap();
-        std::future::ready(status.ok_or_else(|| "still running".to_owned()))
-    })
-    .await;
-    exited.unwrap_or_else(|_| {
-        let _ = child.kill();
-        panic!("herald did not exit within {limit:?}");
-    })
-}
+use crate::process::Herald;
 
 #[tokio::test]
 async fn sigterm_closes_every_client_with_1012_and_exits_zero() {
-    let (mut child, addr) = start_herald(&["--drain-timeout", "5s"]);
+    let mut herald = Herald::start(&["--drain-timeout", "5s"], &[]);
+    let addr = herald.addr.clone();
     let mut clients = Vec::new();
     for path in ["/ws/a", "/ws/a", "/ws"] {
         let (ws, _) = connect_async(format!("ws://{addr}{path}")).await.unwrap();
@@ -75,7 +27,7 @@ async fn sigterm_closes_every_client_with_1012_and_exits_zero() {
     assert_eq!(res.status(), 202);
 
     let started = Instant::now();
-    sigterm(&child);
+    herald.signal("TERM");
     for ws in &mut clients {
         let code = loop {
             match tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -89,7 +41,7 @@ async fn sigterm_closes_every_client_with_1012_and_exits_zero() {
         };
         assert_eq!(code, 1012, "service restart: reconnect elsewhere");
     }
-    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
+    let status = herald.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -99,12 +51,13 @@ async fn sigterm_closes_every_client_with_1012_and_exits_zero() {
 
 #[tokio::test]
 async fn a_client_that_never_answers_does_not_hold_shutdown_past_the_drain_timeout() {
-    let (mut child, addr) = start_herald(&["--drain-timeout", "1s"]);
+    let mut herald = Herald::start(&["--drain-timeout", "1s"], &[]);
+    let addr = herald.addr.clone();
     // Connected but never polled: it will not answer the close frame.
     let (_stuck, _) = connect_async(format!("ws://{addr}/ws/a")).await.unwrap();
     let started = Instant::now();
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
+    herald.signal("TERM");
+    let status = herald.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
     let took = started.elapsed();
     assert!(

@@ -87,12 +87,14 @@ async fn subscribe_joins_once_and_answers_with_the_group_offset() {
     let news = json!({"type": "subscribe", "group": "news"});
 
     assert_eq!(send(&mut m, news.clone()).await, subscribed("news", 0));
-    let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
-    let event = EventName::default_event();
-    state
-        .publish(&g("news"), &event, &data, Audience::Everyone)
-        .await
-        .unwrap();
+    let publication = Publication {
+        group: g("news"),
+        event: EventName::default_event(),
+        offset: 0,
+        users: None,
+        data: serde_json::value::RawValue::from_string("1".into()).unwrap(),
+    };
+    state.publish(publication).await.unwrap();
     assert_eq!(send(&mut m, news).await, subscribed("news", 1));
     assert_eq!(state.hub.subscribers(&g("news")), 1);
 }

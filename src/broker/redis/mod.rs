@@ -1,0 +1,388 @@
+//! The Redis broker: several herald nodes behave as one hub.
+//!
+//! - **Publish**: one Lua script per notification does `INCR` of the group's offset and
+//!   `PUBLISH` (`SPUBLISH` on a Cluster) of `<offset>|<publication JSON>` on the group's
+//!   channel, atomically, so the channel carries offsets in order. Concurrent publishes
+//!   are pipelined on one multiplexed connection: none waits for another's round trip.
+//! - **Watch**: a node subscribes to a group's channel only while it has local members
+//!   (from [`Node::join`](crate::node::Node::join)), on one of [`POOL`] subscriber
+//!   connections chosen by the group's hash, so one busy connection does not stall every
+//!   group. Each connection's messages are handed to `Local::deliver` in order, on the
+//!   connection's reader.
+//! - **Closes and counts** cross nodes through the control channel ([`control`]) and
+//!   TTL presence entries ([`presence`]).
+//! - **Redis down**: publishes fail (`503 unavailable`), `/readyz` is 503, WebSockets
+//!   stay open; each connection reconnects with backoff and jitter, re-subscribes the
+//!   groups the node serves and re-syncs their offsets (`Hub::resync`), so delivery
+//!   resumes with no duplicates.
+
+mod control;
+mod keys;
+mod link;
+mod presence;
+mod supervised;
+
+pub use keys::Keys;
+pub use link::Target;
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{PushKind, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, BrokerError, GroupCount, Local, Published};
+use crate::metrics::Metrics;
+use crate::protocol::{Close, GroupName, Offset, Publication, UserId};
+use control::{Control, Message};
+use presence::Presence;
+use supervised::{OnConnect, OnMessage, Supervised};
+
+/// Subscriber connections per node.
+pub const POOL: usize = 4;
+
+/// `INCR` the offset and publish `<offset>|<payload>` in one atomic step.
+/// KEYS: offset key, channel (same hash slot). ARGV: `PUBLISH`/`SPUBLISH`, payload.
+const PUBLISH_SCRIPT: &str = r"
+local offset = redis.call('INCR', KEYS[1])
+local receivers = redis.call(ARGV[1], KEYS[2], offset .. '|' .. ARGV[2])
+return {offset, receivers}
+";
+
+/// What the Redis broker needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Server or Cluster seed nodes.
+    pub target: Target,
+    /// Namespace of every key and channel (`--redis-prefix`).
+    pub prefix: String,
+    /// How long a node's counts outlive its last heartbeat (`--redis-node-ttl`).
+    pub node_ttl: Duration,
+}
+
+/// What the pub/sub readers and the broker share.
+struct Shared {
+    keys: Keys,
+    cluster: bool,
+    local: Arc<Local>,
+    commands: Arc<Supervised>,
+    subscribers: Vec<Arc<Supervised>>,
+    control: Control,
+    hasher: RandomState,
+}
+
+/// The broker that lets several nodes share groups through Redis.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    presence: Arc<Presence>,
+    script: redis::Script,
+    stop: CancellationToken,
+}
+
+fn unavailable(e: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+impl Shared {
+    fn slot(&self, group: &GroupName) -> &Arc<Supervised> {
+        &self.subscribers[self.hasher.hash_one(group) as usize % POOL]
+    }
+
+    fn publish_command(&self) -> &'static str {
+        if self.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// A pub/sub message: a group's publication or a control message.
+    fn on_message(self: &Arc<Self>, kind: PushKind, data: &[Value]) {
+        if !matches!(kind, PushKind::Message | PushKind::SMessage) {
+            return;
+        }
+        let [Value::BulkString(channel), Value::BulkString(payload)] = data else {
+            return;
+        };
+        if *channel == self.keys.control().as_bytes() {
+            self.on_control(payload);
+        } else if self.keys.group_of(channel).is_some() {
+            match decode(payload) {
+                Some(publication) => {
+                    self.local.deliver(&publication);
+                }
+                None => tracing::warn!("undecodable publication on a group channel"),
+            }
+        }
+    }
+
+    fn on_control(self: &Arc<Self>, payload: &[u8]) {
+        let Ok(message) = serde_json::from_slice::<Message>(payload) else {
+            tracing::warn!("undecodable control message");
+            return;
+        };
+        let (id, closed, emptied) = match message {
+            Message::Closed { id, closed } => return self.control.answer(&id, closed),
+            Message::CloseGroup { id, group, close } => {
+                let closed = self.local.close_group(&group, &close);
+                (id, closed, Some(group))
+            }
+            Message::CloseUser { id, user, close } => {
+                (id, self.local.close_user(&user, &close), None)
+            }
+        };
+        // Answer (and stop watching a group that was just emptied) off the reader.
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(group) = emptied {
+                me.unwatch_if_idle(&group).await;
+            }
+            let answer = Message::Closed { id, closed };
+            let json = serde_json::to_string(&answer).unwrap_or_default();
+            if let Err(e) = me.publish_control(json).await {
+                tracing::warn!(error = %e, "could not answer a close request");
+            }
+        });
+    }
+
+    /// Publishes on the control channel; returns how many nodes received it.
+    async fn publish_control(&self, json: String) -> Result<usize, BrokerError> {
+        let link = self.commands.get()?;
+        let cmd = redis::cmd(self.publish_command())
+            .arg(self.keys.control())
+            .arg(json)
+            .to_owned();
+        link.query(&cmd).await.map_err(|e| {
+            self.commands.report(&e);
+            unavailable(e)
+        })
+    }
+
+    async fn unwatch_if_idle(&self, group: &GroupName) {
+        let _watch = self.local.watch_lock(group).await;
+        if self.local.hub().subscribers(group) == 0 {
+            let _ = self.unwatch(group).await;
+        }
+    }
+
+    async fn unwatch(&self, group: &GroupName) -> Result<(), BrokerError> {
+        let slot = self.slot(group);
+        // Not connected: the subscription went with the connection, and a reconnect
+        // re-subscribes only groups that still have members.
+        let Ok(link) = slot.get() else {
+            return Ok(());
+        };
+        link.unsubscribe(&self.keys.channel(group))
+            .await
+            .map_err(|e| {
+                slot.report(&e);
+                unavailable(e)
+            })
+    }
+
+    /// After subscriber connection `index` (re)connected: subscribe the control channel
+    /// (connection 0) and every group it serves, re-syncing each group's offset.
+    async fn on_connect(self: Arc<Self>, index: usize, link: link::Link) -> redis::RedisResult<()> {
+        if index == 0 {
+            link.subscribe(&self.keys.control()).await?;
+        }
+        let hub = self.local.hub();
+        for group in hub.group_names() {
+            if self.hasher.hash_one(&group) as usize % POOL != index {
+                continue;
+            }
+            let _watch = self.local.watch_lock(&group).await;
+            if !hub.resync(&group) {
+                continue;
+            }
+            link.subscribe(&self.keys.channel(&group)).await?;
+            let offset: Option<Offset> = link
+                .query(redis::cmd("GET").arg(self.keys.offset(&group)))
+                .await?;
+            hub.synced(&group, offset.unwrap_or(0));
+        }
+        Ok(())
+    }
+}
+
+/// Reads `<offset>|<publication JSON>`.
+fn decode(payload: &[u8]) -> Option<Publication> {
+    let split = payload.iter().position(|b| *b == b'|')?;
+    let offset = std::str::from_utf8(&payload[..split]).ok()?.parse().ok()?;
+    let mut publication: Publication = serde_json::from_slice(&payload[split + 1..]).ok()?;
+    publication.offset = offset;
+    Some(publication)
+}
+
+impl RedisBroker {
+    /// Starts the connections (in the background: until Redis answers the broker is not
+    /// ready and publishes fail with `unavailable`) and this node's presence.
+    pub fn start(settings: RedisSettings, local: Arc<Local>, metrics: Arc<Metrics>) -> Self {
+        let stop = CancellationToken::new();
+        let keys = Keys::new(&settings.prefix);
+        let target = settings.target;
+        let commands = Supervised::start(target.clone(), None, None, metrics.clone(), stop.clone());
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let subscribers = (0..POOL)
+                .map(|index| {
+                    let on_message: OnMessage = {
+                        let weak = weak.clone();
+                        Arc::new(move |kind, data: &[Value]| {
+                            if let Some(shared) = weak.upgrade() {
+                                shared.on_message(kind, data);
+                            }
+                        })
+                    };
+                    let on_connect: OnConnect = {
+                        let weak = weak.clone();
+                        Arc::new(move |link| {
+                            let weak = weak.clone();
+                            Box::pin(async move {
+                                match weak.upgrade() {
+                                    Some(shared) => shared.on_connect(index, link).await,
+                                    None => Ok(()),
+                                }
+                            })
+                        })
+                    };
+                    Supervised::start(
+                        target.clone(),
+                        Some(on_message),
+                        Some(on_connect),
+                        metrics.clone(),
+                        stop.clone(),
+                    )
+                })
+                .collect();
+            Shared {
+                keys: keys.clone(),
+                cluster: target.is_cluster(),
+                local: local.clone(),
+                commands: commands.clone(),
+                subscribers,
+                control: Control::default(),
+                hasher: RandomState::new(),
+            }
+        });
+        let node_id = uuid::Uuid::new_v4().simple().to_string();
+        let presence = Presence::start(
+            node_id,
+            keys,
+            local,
+            commands,
+            settings.node_ttl,
+            stop.clone(),
+        );
+        Self {
+            shared,
+            presence,
+            script: redis::Script::new(PUBLISH_SCRIPT),
+            stop,
+        }
+    }
+
+    fn commands(&self) -> Result<link::Link, BrokerError> {
+        self.shared.commands.get()
+    }
+
+    fn failed(&self, e: redis::RedisError) -> BrokerError {
+        self.shared.commands.report(&e);
+        unavailable(e)
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
+        let link = self.commands()?;
+        let keys = &self.shared.keys;
+        let payload = serde_json::to_string(&publication)
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let mut invocation = self.script.key(keys.offset(&publication.group));
+        invocation
+            .key(keys.channel(&publication.group))
+            .arg(self.shared.publish_command())
+            .arg(payload);
+        let reply = link.invoke(&invocation).await.map_err(|e| self.failed(e))?;
+        let (offset, receivers): (Offset, usize) =
+            redis::from_redis_value(reply).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(Published {
+            offset,
+            recipients: receivers,
+        })
+    }
+
+    async fn watch(&self, group: &GroupName) -> Result<(), BrokerError> {
+        let slot = self.shared.slot(group);
+        let link = slot.get()?;
+        link.subscribe(&self.shared.keys.channel(group))
+            .await
+            .map_err(|e| {
+                slot.report(&e);
+                unavailable(e)
+            })
+    }
+
+    async fn unwatch(&self, group: &GroupName) -> Result<(), BrokerError> {
+        self.shared.unwatch(group).await
+    }
+
+    async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError> {
+        let link = self.commands()?;
+        let offset: Option<Offset> = link
+            .query(redis::cmd("GET").arg(self.shared.keys.offset(group)))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(offset.unwrap_or(0))
+    }
+
+    async fn close_group(&self, group: &GroupName, close: Close) -> Result<usize, BrokerError> {
+        let request = |id| Message::CloseGroup {
+            id,
+            group: group.clone(),
+            close,
+        };
+        let shared = &self.shared;
+        shared
+            .control
+            .survey(request, async |json| shared.publish_control(json).await)
+            .await
+    }
+
+    async fn close_user(&self, user: &UserId, close: Close) -> Result<usize, BrokerError> {
+        let request = |id| Message::CloseUser {
+            id,
+            user: user.clone(),
+            close,
+        };
+        let shared = &self.shared;
+        shared
+            .control
+            .survey(request, async |json| shared.publish_control(json).await)
+            .await
+    }
+
+    async fn group_count(
+        &self,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<GroupCount, BrokerError> {
+        self.presence.group(group, limit).await
+    }
+
+    async fn groups(&self, limit: usize) -> Result<(Vec<(GroupName, usize)>, usize), BrokerError> {
+        self.presence.groups(limit).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.commands.is_up() && self.shared.subscribers.iter().all(|s| s.is_up())
+    }
+}

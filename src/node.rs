@@ -1,0 +1,93 @@
+//! The node: the hub (local membership) and the broker (everything shared), joined by
+//! one rule: the node watches a group in the broker exactly while it has local members
+//! (centrifuge's `addSubscription` / `removeSubscription`).
+
+use std::sync::Arc;
+
+use crate::broker::{
+    Broker, BrokerError, Local, MemoryBroker, Published, RedisBroker, RedisSettings,
+};
+use crate::hub::{ConnId, Hub, Joined, Member};
+use crate::metrics::Metrics;
+use crate::protocol::{GroupName, Offset, Publication};
+
+/// One herald node's membership and publishing, over whichever broker it runs.
+pub struct Node {
+    /// The local side every broker delivers through.
+    pub local: Arc<Local>,
+    /// Offsets and delivery between nodes.
+    pub broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+}
+
+impl Node {
+    /// A single node on the embedded [`MemoryBroker`].
+    pub fn memory(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+        let local = Arc::new(Local::new(hub, metrics.clone()));
+        let broker = Arc::new(MemoryBroker::new(local.clone()));
+        Self::new(local, broker, metrics)
+    }
+
+    /// A node sharing groups with other nodes through Redis.
+    pub fn redis(hub: Arc<Hub>, metrics: Arc<Metrics>, settings: RedisSettings) -> Self {
+        let local = Arc::new(Local::new(hub, metrics.clone()));
+        let broker = Arc::new(RedisBroker::start(settings, local.clone(), metrics.clone()));
+        Self::new(local, broker, metrics)
+    }
+
+    /// A node delivering through `local`, on `broker`.
+    pub fn new(local: Arc<Local>, broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            local,
+            broker,
+            metrics,
+        }
+    }
+
+    /// Adds `member` to `group` and returns the group's offset at that moment: the member
+    /// receives exactly the publications after it. The group's first local member makes
+    /// the node watch the group; if that fails the member is not added.
+    pub async fn join(&self, group: &GroupName, member: Member) -> Result<Offset, BrokerError> {
+        let _watch = self.local.watch_lock(group).await;
+        let hub = self.local.hub();
+        let id = member.id();
+        if let Joined::At(offset) = hub.join(group, member) {
+            return Ok(offset);
+        }
+        // Watch first, then read the offset: whatever is published after the read is
+        // then sure to arrive, and what arrives in between is sorted out by the hub.
+        let synced = async {
+            self.broker.watch(group).await?;
+            self.broker.offset(group).await
+        };
+        match synced.await {
+            Ok(offset) => Ok(hub.synced(group, offset)),
+            Err(e) => {
+                if hub.leave(group, id) {
+                    let _ = self.broker.unwatch(group).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes connection `id` from `group`; the last local member makes the node stop
+    /// watching it.
+    pub async fn leave(&self, group: &GroupName, id: ConnId) -> Result<(), BrokerError> {
+        let _watch = self.local.watch_lock(group).await;
+        if self.local.hub().leave(group, id) {
+            self.broker.unwatch(group).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes through the broker and counts broker failures: the one publish path for
+    /// `POST /notify` and client publish. Fan-out is recorded by local delivery, on every
+    /// node.
+    pub async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
+        self.broker
+            .publish(publication)
+            .await
+            .inspect_err(|_| self.metrics.broker_publish_errors.inc())
+    }
+}
