@@ -10,8 +10,7 @@ use warp::reply::Response;
 use super::{body, json, ApiError};
 use crate::metrics::Via;
 use crate::protocol::{
-    EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, Publication, Text,
-    UserId,
+    EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, Publication, Text, UserId,
 };
 use crate::state::AppState;
 

@@ -239,3 +239,38 @@ async fn a_batch_needs_the_notify_scope_and_counts_each_notification() {
         assert!(text.lines().any(|l| l == line), "missing {line}");
     }
 }
+
+#[tokio::test]
+async fn a_batch_on_one_redis_node_reaches_members_on_both_in_item_order() {
+    use crate::redis::{offsets, redis_node};
+    use crate::redis_server::{available, RedisServer};
+    if !available("redis batch notify") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b) = (
+        redis_node(&redis.url(), |_| {}).await,
+        redis_node(&redis.url(), |_| {}).await,
+    );
+    let mut on_a = a.ws("/ws/room").await;
+    let mut on_b = b.ws("/ws/room").await;
+    let items: Vec<Value> = (0..50)
+        .map(|i| json!({"group": "room", "data": {"i": i}}))
+        .collect();
+
+    let res = batch(&a, items).await;
+
+    assert_eq!(res.status(), 202);
+    let reply: Value = res.json().await.unwrap();
+    let got: Vec<u64> = reply["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=50).collect();
+    assert_eq!(got, expected);
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(offsets(ws, 50).await, expected);
+    }
+}
