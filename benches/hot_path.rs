@@ -8,19 +8,20 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::hub::{Audience, Hub, Member};
-use herald::protocol::{encode_notify, EventName, GroupName};
+use herald::protocol::{encode_notify, Epoch, EventName, GroupName};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 fn encode(c: &mut Criterion) {
     let group = GroupName::parse("room:42").unwrap();
     let event = EventName::parse("chat.message").unwrap();
+    let epoch = Epoch::random();
     let mut g = c.benchmark_group("encode_notify");
     for size in [16usize, 1024] {
         let data = RawValue::from_string(format!(r#"{{"text":"{}"}}"#, "x".repeat(size))).unwrap();
         g.throughput(Throughput::Elements(1));
         g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, data| {
-            b.iter(|| encode_notify(black_box(&group), &event, 17, data))
+            b.iter(|| encode_notify(black_box(&group), &event, 17, &epoch, data))
         });
     }
     g.finish();
@@ -30,7 +31,7 @@ fn deliver(c: &mut Criterion) {
     let group = GroupName::parse("crowd").unwrap();
     let event = EventName::default_event();
     let data = RawValue::from_string(r#"{"seq":1,"t":1700000000000000000}"#.into()).unwrap();
-    let frame = encode_notify(&group, &event, 1, &data);
+    let frame = encode_notify(&group, &event, 1, &Epoch::random(), &data);
     let mut g = c.benchmark_group("hub_deliver");
     for members in [1_000usize, 10_000] {
         let hub = Hub::new();
@@ -41,7 +42,7 @@ fn deliver(c: &mut Criterion) {
                 m
             })
             .collect();
-        hub.synced(&group, 0);
+        hub.synced(&group, Default::default());
         let mut offset = 0;
         g.throughput(Throughput::Elements(members as u64));
         g.bench_function(BenchmarkId::from_parameter(members), |b| {

@@ -67,6 +67,21 @@ pub struct Config {
     #[arg(long, env = "HERALD_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub write_timeout: Duration,
 
+    /// Notifications each group keeps for clients that resume with `since` (the latest
+    /// ones). 0 turns history off.
+    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub history_size: u32,
+
+    /// How long a group's history is kept after its last notification (a group without
+    /// members also forgets its offset then, and starts a new epoch). 0 turns history off.
+    #[arg(long, env = "HERALD_HISTORY_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub history_ttl: Duration,
+
+    /// Most bytes the history of all groups may hold together (frames plus bookkeeping);
+    /// past it the oldest entries go first. Takes `KiB`, `MiB` and `GiB` suffixes.
+    #[arg(long, env = "HERALD_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub history_max_bytes: u64,
+
     /// Let members send `{"type":"publish",...}` frames to their groups. Off by default:
     /// normally only backends publish, through `POST /notify`.
     #[arg(long, env = "HERALD_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -246,6 +261,31 @@ pub enum LogFormat {
     Json,
 }
 
+impl Config {
+    /// The history settings brokers apply.
+    pub fn history(&self) -> crate::broker::HistorySettings {
+        crate::broker::HistorySettings {
+            size: self.history_size as usize,
+            ttl: self.history_ttl,
+            max_bytes: usize::try_from(self.history_max_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A byte count: a whole number with an optional `KiB`, `MiB` or `GiB` suffix.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .into_iter()
+        .find_map(|(suffix, unit)| s.strip_suffix(suffix).map(|n| (n.trim(), unit)))
+        .unwrap_or((s, 1));
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("expected a byte count such as 1048576 or 256MiB, got {s:?}"))
+}
+
 fn parse_redis_prefix(s: &str) -> Result<String, String> {
     crate::broker::redis::Keys::check_prefix(s).map(|()| s.to_owned())
 }
@@ -290,6 +330,29 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(120));
         assert!(c.client_publish);
         assert_eq!(c.send_queue, 8);
+        assert_eq!(c.history_size, 100);
+        assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(c.history_max_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn history_flags_parse_byte_suffixes_and_zero() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--history-size",
+            "0",
+            "--history-ttl",
+            "0s",
+            "--history-max-bytes",
+            "2KiB",
+        ])
+        .unwrap();
+        assert_eq!((c.history_size, c.history_max_bytes), (0, 2048));
+        assert!(!c.history().is_on());
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1MiB").is_err());
     }
 
     #[test]

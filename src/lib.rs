@@ -16,8 +16,9 @@
 //! - [`protocol`]: the public wire contract: frames and their encoding (`wire`), HTTP
 //!   bodies (`http`), names, close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
-//! - [`broker`]: offsets and delivery to every node with members (memory by default);
-//!   `broker::Local` is the one local-delivery path every broker calls.
+//! - [`broker`]: offsets, epochs, history and delivery to every node with members (memory
+//!   by default); `broker::Local` is the one local-delivery path every broker calls;
+//!   `broker::history` decides what a resuming client gets.
 //! - [`node`]: joins and leaves kept in step with the broker (a group is watched while
 //!   it has local members).
 //! - [`transport`]: warp routes (one table) served over HTTP/1.1 with read deadlines and
@@ -42,6 +43,10 @@
 //!   the broker and sync its offset) → `transport::commands` handles the client's frames
 //!   → live frames until the token's expiry (4102) unless refreshed. The last member's
 //!   `node.leave` stops the watch.
+//! - **resume** (`?since=&epoch=` or a subscribe frame with them): `transport::resume` →
+//!   `node.resume` joins first (live frames queue up), reads the broker's history after,
+//!   `broker::history::replay` keeps what precedes the join → `subscribed` and the
+//!   replay are put in front of the member's queue.
 //! - **shutdown**: `shutdown::signal` → `server::run` cancels the shutdown token → the
 //!   listeners stop accepting, idle HTTP connections close at once, every session sends
 //!   1012 and ends → `run` returns once all ended or `--drain-timeout` passed.

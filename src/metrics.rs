@@ -176,6 +176,13 @@ pub struct Metrics {
     pub broker_publish_errors: IntCounter,
     /// `herald_broker_reconnects_total`: broker reconnections (Redis).
     pub broker_reconnects: IntCounter,
+    /// `herald_history_entries`: notifications kept in this process's history (set when
+    /// scraped).
+    pub history_entries: IntGauge,
+    /// `herald_history_bytes`: bytes they take, as counted against
+    /// `--history-max-bytes` (set when scraped).
+    pub history_bytes: IntGauge,
+    history_recoveries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -290,8 +297,28 @@ impl Metrics {
                 "herald_broker_reconnects_total",
                 "Times the broker reconnected to its backing service.",
             ),
+            history_entries: reg.gauge(
+                "herald_history_entries",
+                "Notifications kept in this process's history, all groups together.",
+            ),
+            history_bytes: reg.gauge(
+                "herald_history_bytes",
+                "Bytes this process's history takes (counted against --history-max-bytes).",
+            ),
+            history_recoveries: reg.counter_vec(
+                "herald_history_recoveries_total",
+                "Resumes (subscribe with since), by outcome: recovered, epoch_changed, \
+                 gap (history no longer reaches since), unavailable (broker error).",
+                "outcome",
+                crate::broker::history::OUTCOMES,
+            ),
             registry: registry.clone(),
         }
+    }
+
+    /// Counts a resume by its outcome (one of `broker::history::OUTCOMES`).
+    pub fn recovery(&self, outcome: &'static str) {
+        self.history_recoveries.with_label_values(&[outcome]).inc();
     }
 
     /// Counts a refused upgrade.
@@ -479,6 +506,8 @@ mod tests {
             r#"herald_messages_dropped_total{reason="closed"} 0"#,
             r#"herald_disconnects_total{code="application"} 0"#,
             r#"herald_client_frames_total{type="invalid"} 0"#,
+            r#"herald_history_recoveries_total{outcome="gap"} 0"#,
+            "herald_history_bytes 0",
             "herald_build_info{version=",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

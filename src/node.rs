@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use crate::broker::history::{self, HistorySettings, Recovery};
 use crate::broker::{
     Broker, BrokerError, Local, MemoryBroker, Published, RedisBroker, RedisSettings,
 };
 use crate::hub::{ConnId, Hub, Joined, Member};
 use crate::metrics::Metrics;
-use crate::protocol::{GroupName, Offset, Publication};
+use crate::protocol::{Epoch, GroupName, Offset, Position, Publication};
 
 /// One herald node's membership and publishing, over whichever broker it runs.
 pub struct Node {
@@ -21,10 +22,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// A single node on the embedded [`MemoryBroker`].
-    pub fn memory(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+    /// A single node on the embedded [`MemoryBroker`], keeping `history`.
+    pub fn memory(hub: Arc<Hub>, metrics: Arc<Metrics>, history: HistorySettings) -> Self {
         let local = Arc::new(Local::new(hub, metrics.clone()));
-        let broker = Arc::new(MemoryBroker::new(local.clone()));
+        let broker = MemoryBroker::new(local.clone(), history);
         Self::new(local, broker, metrics)
     }
 
@@ -44,10 +45,10 @@ impl Node {
         }
     }
 
-    /// Adds `member` to `group` and returns the group's offset at that moment: the member
-    /// receives exactly the publications after it. The group's first local member makes
-    /// the node watch the group; if that fails the member is not added.
-    pub async fn join(&self, group: &GroupName, member: Member) -> Result<Offset, BrokerError> {
+    /// Adds `member` to `group` and returns the group's position at that moment: the
+    /// member receives exactly the publications after it. The group's first local member
+    /// makes the node watch the group; if that fails the member is not added.
+    pub async fn join(&self, group: &GroupName, member: Member) -> Result<Position, BrokerError> {
         let _watch = self.local.watch_lock(group).await;
         let hub = self.local.hub();
         let id = member.id();
@@ -58,10 +59,10 @@ impl Node {
         // then sure to arrive, and what arrives in between is sorted out by the hub.
         let synced = async {
             self.broker.watch(group).await?;
-            self.broker.offset(group).await
+            self.broker.position(group).await
         };
         match synced.await {
-            Ok(offset) => Ok(hub.synced(group, offset)),
+            Ok(position) => Ok(hub.synced(group, position)),
             Err(e) => {
                 if hub.leave(group, id) {
                     let _ = self.broker.unwatch(group).await;
@@ -69,6 +70,35 @@ impl Node {
                 Err(e)
             }
         }
+    }
+
+    /// Joins `member` to `group` like [`Node::join`], then finds what it missed after
+    /// `since` in `epoch`: the seam is exact because live delivery starts first (it
+    /// queues behind the member's unwritten frames), history is read after, and only
+    /// what precedes the join position is taken from it.
+    pub async fn resume(
+        &self,
+        group: &GroupName,
+        member: Member,
+        since: Offset,
+        epoch: Option<&Epoch>,
+    ) -> Result<(Position, Recovery), BrokerError> {
+        let joined = self.join(group, member).await?;
+        let recovery = match history::precheck(&joined, since, epoch) {
+            Some(settled) => settled,
+            None => {
+                let missed = usize::try_from(joined.offset - since).unwrap_or(usize::MAX);
+                match self.broker.history(group, since, missed).await {
+                    Ok(read) => history::replay(&joined, since, read),
+                    Err(e) => {
+                        tracing::warn!(%group, error = %e, "history read failed; resume not recovered");
+                        Recovery::Unavailable
+                    }
+                }
+            }
+        };
+        self.metrics.recovery(recovery.outcome());
+        Ok((joined, recovery))
     }
 
     /// Removes connection `id` from `group`; the last local member makes the node stop

@@ -67,7 +67,7 @@ impl AppState {
         let hub = Arc::new(Hub::new());
         let metrics = Arc::new(Metrics::new());
         let node = Arc::new(match &config.redis_url {
-            None => Node::memory(hub.clone(), metrics.clone()),
+            None => Node::memory(hub.clone(), metrics.clone(), config.history()),
             Some(url) => Node::redis(hub.clone(), metrics.clone(), redis_settings(&config, url)),
         });
         Self(Arc::new(Shared {
@@ -112,5 +112,6 @@ fn redis_settings(config: &Config, url: &crate::config::Secret) -> crate::broker
         target: crate::broker::redis::Target::new(urls, config.redis_cluster),
         prefix: config.redis_prefix.clone(),
         node_ttl: config.redis_node_ttl,
+        history: config.history(),
     }
 }

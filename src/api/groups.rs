@@ -55,7 +55,7 @@ pub async fn get(
     query: ListQuery,
 ) -> Result<Response, ApiError> {
     let limit = query.limit()?;
-    let offset = state.broker.offset(&group).await?;
+    let offset = state.broker.position(&group).await?.offset;
     let count = state.broker.group_count(&group, limit).await?;
     let info = GroupInfo {
         subscribers: count.subscribers,

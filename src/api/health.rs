@@ -21,6 +21,9 @@ pub async fn metrics(state: AppState) -> Result<Response, ApiError> {
     let (groups, subscriptions) = state.hub.counts();
     m.groups.set(groups as i64);
     m.subscriptions.set(subscriptions as i64);
+    let history = state.broker.history_usage();
+    m.history_entries.set(history.entries as i64);
+    m.history_bytes.set(history.bytes as i64);
     let mut res = m.render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -7,6 +7,7 @@ pub mod body;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod history;
 pub mod notify;
 pub mod users;
 

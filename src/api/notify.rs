@@ -68,6 +68,7 @@ impl<'a> Notification<'a> {
                 group: group.clone(),
                 event: self.event.clone(),
                 offset: 0,
+                epoch: Default::default(),
                 users: self.users.clone(),
                 data: self.data.to_owned(),
             };

@@ -8,6 +8,10 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::hub::{Audience, Fanout, Hub};
 use crate::metrics::Metrics;
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
 use crate::protocol::{encode_notify, Close, GroupName, Publication, UserId};
 
 /// Locks in the table that serialises watch changes. A fixed table (centrifuge's
@@ -45,16 +49,29 @@ impl Local {
     /// Encodes the client frame once and queues it on every local member of the group in
     /// the publication's audience; records the fan-out and slow consumers.
     pub fn deliver(&self, publication: &Publication) -> Fanout {
-        let Publication {
-            group,
-            event,
-            offset,
-            users,
-            data,
-        } = publication;
-        let frame = encode_notify(group, event, *offset, data);
-        let audience = users.as_ref().map_or(Audience::Everyone, Audience::Users);
-        let fanout = self.hub.deliver(group, *offset, &frame, audience);
+        let frame = Self::encode(publication);
+        self.deliver_encoded(publication, &frame, publication.users.as_ref())
+    }
+
+    /// The notify frame of a publication (offset and epoch assigned), encoded once for
+    /// every member and for history.
+    pub fn encode(publication: &Publication) -> Bytes {
+        let p = publication;
+        encode_notify(&p.group, &p.event, p.offset, &p.epoch, &p.data)
+    }
+
+    /// [`Local::deliver`] of a publication already encoded as `frame`, for `users` only
+    /// when given (a broker that keeps the audience itself passes it here).
+    pub fn deliver_encoded(
+        &self,
+        publication: &Publication,
+        frame: &Bytes,
+        users: Option<&HashSet<UserId>>,
+    ) -> Fanout {
+        let audience = users.map_or(Audience::Everyone, Audience::Users);
+        let fanout = self
+            .hub
+            .deliver(&publication.group, publication.offset, frame, audience);
         self.metrics.published(fanout.queued, fanout.slow);
         fanout
     }

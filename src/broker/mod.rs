@@ -1,5 +1,5 @@
 //! Moves publications to every node that has members of a group, and owns each group's
-//! offset (later: history and epoch).
+//! offset, epoch and history ([`history`]).
 //!
 //! The shape is centrifuge's `Broker` + `BrokerEventHandler` (and socketioxide's adapter
 //! over a local room index): the [`Hub`](crate::hub::Hub) owns local membership; the
@@ -17,17 +17,19 @@
 //!   happens after the reply, so members are not counted; `GET /groups/{group}` gives the
 //!   cluster-wide member count.
 
+pub mod history;
 mod local;
 mod memory;
 pub mod redis;
 
+pub use history::{HistoryRead, HistorySettings, Recovery};
 pub use local::Local;
 pub use memory::MemoryBroker;
 pub use redis::{RedisBroker, RedisSettings};
 
 use async_trait::async_trait;
 
-use crate::protocol::{Close, GroupName, Offset, Publication, UserId};
+use crate::protocol::{Close, GroupName, Offset, Position, Publication, UserId};
 
 /// What one publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,16 @@ pub struct GroupCount {
     pub users: Vec<UserId>,
 }
 
+/// History this process holds (for `/metrics`; a broker that keeps history elsewhere
+/// reports none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryUsage {
+    /// Notifications kept, all groups together.
+    pub entries: usize,
+    /// Bytes they take, as counted against `--history-max-bytes`.
+    pub bytes: usize,
+}
+
 /// A broker could not do what was asked; the caller answers 503 or an error frame.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -58,11 +70,11 @@ pub enum BrokerError {
 /// Carries publications to every node watching a group and keeps each group's position.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Assigns the next offset in the publication's group and hands it to
-    /// [`Local::deliver`] on every node watching the group, in offset order. A
-    /// notification for some users only still takes the group's next offset, so other
-    /// members see a gap where it was. Never reports success for a publication that was
-    /// not published.
+    /// Assigns the next offset (and the group's epoch) to the publication, keeps it in
+    /// the group's history and hands it to [`Local::deliver`] on every node watching the
+    /// group, in offset order. A notification for some users only still takes the
+    /// group's next offset, so other members see a gap where it was; history keeps it with
+    /// its audience. Never reports success for a publication that was not published.
     async fn publish(&self, publication: Publication) -> Result<Published, BrokerError>;
 
     /// Starts carrying `group`'s publications to this node; returns once every
@@ -72,8 +84,22 @@ pub trait Broker: Send + Sync + 'static {
     /// Stops carrying `group`'s publications to this node (its last local member left).
     async fn unwatch(&self, group: &GroupName) -> Result<(), BrokerError>;
 
-    /// The group's latest offset (0 when nothing was ever sent to it).
-    async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError>;
+    /// The group's latest offset (0 when nothing was sent to it in its epoch) and epoch.
+    async fn position(&self, group: &GroupName) -> Result<Position, BrokerError>;
+
+    /// Up to `limit` notifications after `since` from the group's history, oldest
+    /// first, with the group's position and the oldest offset kept. Keeps nothing new.
+    async fn history(
+        &self,
+        group: &GroupName,
+        since: Offset,
+        limit: usize,
+    ) -> Result<HistoryRead, BrokerError>;
+
+    /// History held in this process.
+    fn history_usage(&self) -> HistoryUsage {
+        HistoryUsage::default()
+    }
 
     /// Closes every connection in `group` with `close`; returns how many were closed.
     async fn close_group(&self, group: &GroupName, close: Close) -> Result<usize, BrokerError>;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{ConnId, Member};
-use crate::protocol::Offset;
+use crate::protocol::{Epoch, Offset, Position};
 
 /// The local members of a group, and the position that makes joining exact: a member
 /// that joins is told the offset of the last publication delivered here, and receives
@@ -27,6 +27,11 @@ pub(super) struct Group {
     syncing: AtomicBool,
     /// First offset delivered while syncing (0: none yet).
     first: AtomicU64,
+    /// The broker's epoch for the group, learnt when the watch started. It only changes
+    /// when the group's broker state is created again, which happens only while no node
+    /// watches the group (memory broker) or never (Redis keeps it), so it is fixed for
+    /// as long as this entry exists.
+    epoch: Epoch,
 }
 
 impl Group {
@@ -37,12 +42,16 @@ impl Group {
             last: AtomicU64::new(0),
             syncing: AtomicBool::new(true),
             first: AtomicU64::new(0),
+            epoch: Epoch::default(),
         }
     }
 
-    /// The offset a joining member is told, once synced.
-    pub(super) fn position(&self) -> Offset {
-        self.last.load(Ordering::Acquire)
+    /// The position a joining member is told, once synced.
+    pub(super) fn position(&self) -> Position {
+        Position {
+            offset: self.last.load(Ordering::Acquire),
+            epoch: self.epoch.clone(),
+        }
     }
 
     /// Whether a publication at `offset` is new here, recording it when it is. One the
@@ -73,7 +82,12 @@ impl Group {
     /// was delivered while syncing is one unbroken run from `first`: the position is just
     /// before it. When nothing came, the broker's offset is the position, and anything at
     /// or before it that still arrives is stale.
-    pub(super) fn synced(&self, broker_offset: Offset) -> Offset {
+    pub(super) fn synced(&mut self, broker: Position) -> Position {
+        let Position {
+            offset: broker_offset,
+            epoch,
+        } = broker;
+        self.epoch = epoch;
         let first = self.first.load(Ordering::Acquire);
         let position = if first == 0 {
             self.last.store(broker_offset, Ordering::Release);
@@ -82,6 +96,9 @@ impl Group {
             first - 1
         };
         self.syncing.store(false, Ordering::Release);
-        position
+        Position {
+            offset: position,
+            epoch: self.epoch.clone(),
+        }
     }
 }

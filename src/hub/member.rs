@@ -118,6 +118,34 @@ impl Member {
         self.push(Outbound::Frame(frame.clone()), at)
     }
 
+    /// Puts `frames` in front of everything queued, in order: a resume's `subscribed`
+    /// frame and replayed notifications go before the live ones queued since the join.
+    /// The queue bound still applies: frames that do not fit close the connection as a
+    /// slow consumer, exactly as live ones would.
+    pub fn prepend(&self, frames: Vec<Bytes>) -> Delivery {
+        let mut state = self.state();
+        if state.ended {
+            return Delivery::Gone;
+        }
+        if state.queue.len() + frames.len() > self.0.capacity {
+            drop(state);
+            self.close_now(CloseCode::SLOW_CONSUMER.frame());
+            return Delivery::Slow;
+        }
+        if frames.is_empty() {
+            return Delivery::Queued;
+        }
+        if state.queue.is_empty() {
+            state.since = Some(Instant::now());
+        }
+        for frame in frames.into_iter().rev() {
+            state.queue.push_front(Outbound::Frame(frame));
+        }
+        drop(state);
+        self.0.ready.notify_one();
+        Delivery::Queued
+    }
+
     /// Closes after the frames already queued have been written; if the queue is full,
     /// closes at once with the same frame.
     pub fn close_after_queued(&self, frame: Close) {
@@ -219,6 +247,22 @@ mod tests {
         m.try_deliver(&frame());
         m.ready().await;
         assert_eq!(m.take(), VecDeque::from([Outbound::Frame(frame())]));
+    }
+
+    #[tokio::test]
+    async fn prepend_goes_first_and_respects_the_bound() {
+        let m = Member::new(1, 3, CancellationToken::new());
+        m.try_deliver(&Bytes::from_static(b"live"));
+        let resumed = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        assert_eq!(m.prepend(resumed), Delivery::Queued);
+        m.ready().await;
+        let order: Vec<Outbound> = m.take().into_iter().collect();
+        let text = |b: &'static [u8]| Outbound::Frame(Bytes::from_static(b));
+        assert_eq!(order, [text(b"a"), text(b"b"), text(b"live")]);
+        m.try_deliver(&frame());
+        assert_eq!(m.prepend(vec![frame(), frame(), frame()]), Delivery::Slow);
+        m.closing().await;
+        assert_eq!(m.requested_close(), Some(CloseCode::SLOW_CONSUMER.frame()));
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::protocol::{Close, GroupName, Offset, UserId};
+use crate::protocol::{Close, GroupName, Offset, Position, UserId};
 use group::Group;
 use shard::Sharded;
 
@@ -48,14 +48,14 @@ pub struct Fanout {
 }
 
 /// What joining a group found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Joined {
     /// The group had no local member: the node must start watching it in the broker and
     /// then call [`Hub::synced`] with the broker's offset.
     First,
     /// The node already watches the group; the member receives every publication after
-    /// this offset.
-    At(Offset),
+    /// this position.
+    At(Position),
 }
 
 /// Which members of a group a publication is for.
@@ -106,13 +106,14 @@ impl Hub {
     }
 
     /// Ends the sync that [`Joined::First`] (or [`Hub::resync`]) started, with the
-    /// broker's offset read after the watch took effect; returns the offset the members
-    /// who joined are told (see `Group::synced`).
-    pub fn synced(&self, group: &GroupName, broker_offset: Offset) -> Offset {
-        let shard = self.groups.write(group);
-        shard
-            .get(group)
-            .map_or(broker_offset, |g| g.synced(broker_offset))
+    /// broker's position read after the watch took effect; returns the position the
+    /// members who joined are told (see `Group::synced`).
+    pub fn synced(&self, group: &GroupName, broker: Position) -> Position {
+        let mut shard = self.groups.write(group);
+        match shard.get_mut(group) {
+            Some(g) => g.synced(broker),
+            None => broker,
+        }
     }
 
     /// Marks `group` as re-watched (after a broker reconnect): deliveries are accepted as

@@ -16,6 +16,14 @@ fn g(name: &str) -> GroupName {
     GroupName::parse(name).unwrap()
 }
 
+/// A position in the default (empty) epoch.
+fn pos(offset: Offset) -> Position {
+    Position {
+        offset,
+        epoch: Default::default(),
+    }
+}
+
 fn frame(text: &'static str) -> Bytes {
     Bytes::from_static(text.as_bytes())
 }
@@ -36,7 +44,7 @@ fn deliver_reaches_members_of_that_group_only() {
 fn leave_reports_the_last_member_and_forgets_the_group() {
     let hub = Hub::new();
     hub.join(&g("x"), member(1));
-    assert_eq!(hub.join(&g("x"), member(2)), Joined::At(0));
+    assert_eq!(hub.join(&g("x"), member(2)), Joined::At(pos(0)));
     assert!(!hub.leave(&g("x"), 1));
     assert!(!hub.leave(&g("x"), 1), "second leave is a no-op");
     assert!(hub.leave(&g("x"), 2));
@@ -117,7 +125,7 @@ fn a_first_join_syncs_to_the_broker_offset_and_later_joins_get_the_last_delivere
     let hub = Hub::new();
     let a = member(1);
     assert_eq!(hub.join(&g("x"), a.clone()), Joined::First);
-    assert_eq!(hub.synced(&g("x"), 5), 5);
+    assert_eq!(hub.synced(&g("x"), pos(5)), pos(5));
     // A publication at or before the synced offset was in flight: it is not delivered.
     assert_eq!(
         hub.deliver(&g("x"), 5, &frame("old"), Audience::Everyone)
@@ -135,7 +143,17 @@ fn a_first_join_syncs_to_the_broker_offset_and_later_joins_get_the_last_delivere
         0
     );
     assert_eq!(a.take(), [Outbound::Frame(frame("new"))]);
-    assert_eq!(hub.join(&g("x"), member(2)), Joined::At(6));
+    assert_eq!(hub.join(&g("x"), member(2)), Joined::At(pos(6)));
+    // The epoch learnt at the sync is what later joins are told.
+    let y = g("y");
+    hub.join(&y, member(3));
+    let epoch = crate::protocol::Epoch::parse("e1").unwrap();
+    let synced = Position {
+        offset: 2,
+        epoch: epoch.clone(),
+    };
+    assert_eq!(hub.synced(&y, synced.clone()), synced);
+    assert_eq!(hub.join(&y, member(4)), Joined::At(synced));
 }
 
 #[test]
@@ -146,7 +164,7 @@ fn what_arrives_while_syncing_is_delivered_and_sets_the_position_before_it() {
     // Delivered between the watch taking effect and the broker's offset being read.
     hub.deliver(&g("x"), 8, &frame("8"), Audience::Everyone);
     hub.deliver(&g("x"), 9, &frame("9"), Audience::Everyone);
-    assert_eq!(hub.synced(&g("x"), 9), 7);
+    assert_eq!(hub.synced(&g("x"), pos(9)), pos(7));
     assert_eq!(a.take().len(), 2);
     // After a broker restart offsets may start again from 1: a resync accepts them.
     assert!(hub.resync(&g("x")));
@@ -155,7 +173,7 @@ fn what_arrives_while_syncing_is_delivered_and_sets_the_position_before_it() {
             .queued,
         1
     );
-    assert_eq!(hub.synced(&g("x"), 1), 0);
+    assert_eq!(hub.synced(&g("x"), pos(1)), pos(0));
     assert_eq!(
         hub.deliver(&g("x"), 2, &frame("2"), Audience::Everyone)
             .queued,

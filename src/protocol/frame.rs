@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::Offset;
+use super::{Epoch, Offset};
 
 /// A frame a client sends (`{"type": ...}`).
 #[derive(Debug)]
@@ -12,6 +12,10 @@ pub enum ClientFrame {
     Subscribe {
         /// The group to join.
         group: String,
+        /// Resume: the offset of the last notification the client saw in this group.
+        since: Option<Offset>,
+        /// Resume: the epoch that offset belongs to.
+        epoch: Option<String>,
     },
     /// Leave a group (`group_discard`).
     Unsubscribe {
@@ -49,6 +53,8 @@ struct RawFrame {
     #[serde(default, deserialize_with = "present")]
     data: Option<Box<RawValue>>,
     token: Option<String>,
+    since: Option<Offset>,
+    epoch: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -63,12 +69,19 @@ const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "publish", "
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerFrame {
-    /// The connection joined `group`; notifications after `offset` will follow.
+    /// The connection joined `group`; notifications after `offset` will follow (after
+    /// the replayed ones when a resume was recovered).
     Subscribed {
         /// The group joined.
         group: String,
         /// The group's latest offset at the moment of joining.
         offset: Offset,
+        /// The epoch `offset` belongs to.
+        epoch: Epoch,
+        /// Only for a resume (`since` given): whether every notification after `since`
+        /// follows. `false`: the gap cannot be filled; reload state, live ones follow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     /// The connection left `group`.
     Unsubscribed {
@@ -180,6 +193,12 @@ impl ClientFrame {
         if kind != "refresh" && raw.token.is_some() {
             return Err(invalid("only `refresh` frames carry `token`"));
         }
+        if kind != "subscribe" && (raw.since.is_some() || raw.epoch.is_some()) {
+            return Err(invalid("only `subscribe` frames carry `since` and `epoch`"));
+        }
+        if raw.epoch.is_some() && raw.since.is_none() {
+            return Err(invalid("`epoch` is only sent with `since`"));
+        }
         match kind {
             "subscribe" | "unsubscribe" | "ping" | "refresh"
                 if raw.event.is_some() || raw.data.is_some() =>
@@ -194,6 +213,8 @@ impl ClientFrame {
             "ping" => Ok(Self::Ping),
             "subscribe" => Ok(Self::Subscribe {
                 group: group(raw.group)?,
+                since: raw.since,
+                epoch: raw.epoch,
             }),
             "unsubscribe" => Ok(Self::Unsubscribe {
                 group: group(raw.group)?,
@@ -235,6 +256,12 @@ impl ServerFrame {
             String::from(r#"{"type":"error","error":"internal","message":"encoding failed"}"#)
         })
     }
+
+    /// The frame as a complete WebSocket text frame, for the outbound queue.
+    pub fn to_wire(&self) -> bytes::Bytes {
+        let json = self.to_json();
+        super::wire::text_frame(json.len(), |out| out.extend_from_slice(json.as_bytes()))
+    }
 }
 
 #[cfg(test)]
@@ -244,8 +271,12 @@ mod tests {
     #[test]
     fn parses_every_client_frame() {
         assert!(
-            matches!(ClientFrame::parse(r#"{"type":"subscribe","group":"g"}"#), Ok(ClientFrame::Subscribe { group }) if group == "g")
+            matches!(ClientFrame::parse(r#"{"type":"subscribe","group":"g"}"#), Ok(ClientFrame::Subscribe { group, since: None, epoch: None }) if group == "g")
         );
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"subscribe","group":"g","since":17,"epoch":"e"}"#),
+            Ok(ClientFrame::Subscribe { since: Some(17), epoch: Some(e), .. }) if e == "e"
+        ));
         assert!(matches!(
             ClientFrame::parse(r#"{"type":"unsubscribe","group":"g"}"#),
             Ok(ClientFrame::Unsubscribe { .. })
@@ -285,6 +316,19 @@ mod tests {
         assert_eq!(code(r#"{"type":"ping","extra":1}"#), "invalid_frame");
         assert_eq!(code(r#"{"type":"refresh"}"#), "invalid_frame");
         assert_eq!(code(r#"{"type":"ping","token":"t"}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"ping","since":1}"#), "invalid_frame");
+        assert_eq!(
+            code(r#"{"type":"subscribe","group":"g","since":-1}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","group":"g","since":1.5}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","group":"g","epoch":"e"}"#),
+            "invalid_frame"
+        );
         assert_eq!(
             code(r#"{"type":"refresh","token":"t","group":"g"}"#),
             "invalid_frame"
@@ -293,12 +337,29 @@ mod tests {
 
     #[test]
     fn server_frames_have_the_documented_shape() {
+        let epoch = Epoch::parse("e").unwrap();
         let s = ServerFrame::Subscribed {
             group: "g".into(),
             offset: 3,
+            epoch: epoch.clone(),
+            recovered: None,
         }
         .to_json();
-        assert_eq!(s, r#"{"type":"subscribed","group":"g","offset":3}"#);
+        assert_eq!(
+            s,
+            r#"{"type":"subscribed","group":"g","offset":3,"epoch":"e"}"#
+        );
+        let s = ServerFrame::Subscribed {
+            group: "g".into(),
+            offset: 3,
+            epoch,
+            recovered: Some(false),
+        }
+        .to_json();
+        assert_eq!(
+            s,
+            r#"{"type":"subscribed","group":"g","offset":3,"epoch":"e","recovered":false}"#
+        );
         assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
         assert_eq!(
             ServerFrame::Refreshed { exp: 9 }.to_json(),

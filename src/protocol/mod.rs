@@ -4,6 +4,7 @@
 //! Change a field here and change `openapi.yaml` and the README in the same commit.
 
 pub mod close;
+pub mod epoch;
 pub mod frame;
 pub mod http;
 pub mod name;
@@ -11,6 +12,7 @@ pub mod publication;
 pub mod wire;
 
 pub use close::{Close, CloseCode};
+pub use epoch::{Epoch, InvalidEpoch, Position, Resume};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
     CloseRequest, Closed, GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest,

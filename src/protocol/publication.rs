@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{EventName, GroupName, Offset, UserId};
+use super::{Epoch, EventName, GroupName, Offset, UserId};
 
 /// One notification in one group, with the offset its broker assigned. Serialisable so a
 /// broker between nodes (Redis) can send it as it is; every node decodes it once and
@@ -20,6 +20,9 @@ pub struct Publication {
     /// Its position in the group; assigned by the broker, so 0 until published.
     #[serde(default)]
     pub offset: Offset,
+    /// The epoch `offset` belongs to; assigned with it.
+    #[serde(default)]
+    pub epoch: Epoch,
     /// Only connections of these users receive it; `None`: every member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<HashSet<UserId>>,
@@ -37,6 +40,7 @@ mod tests {
             group: GroupName::parse("room:1").unwrap(),
             event: EventName::parse("chat.message").unwrap(),
             offset: 7,
+            epoch: Epoch::parse("ep").unwrap(),
             users: Some([UserId::parse("ana").unwrap()].into()),
             data: RawValue::from_string(r#"{"a":[1,2]}"#.into()).unwrap(),
         };
@@ -44,6 +48,7 @@ mod tests {
         let back: Publication = serde_json::from_str(&json).unwrap();
         assert_eq!(back.group, publication.group);
         assert_eq!((back.offset, back.data.get()), (7, r#"{"a":[1,2]}"#));
+        assert_eq!(back.epoch, publication.epoch);
         assert_eq!(back.users, publication.users);
         let bad = json.replace("room:1", "room 1");
         assert!(serde_json::from_str::<Publication>(&bad).is_err());

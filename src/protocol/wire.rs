@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use super::{EventName, GroupName, Offset};
+use super::{Epoch, EventName, GroupName, Offset};
 
 /// Room left in front of the payload for the largest server frame header (2 + 8 bytes).
 const HEADER_ROOM: usize = 10;
@@ -39,6 +39,20 @@ pub fn text_frame(payload_hint: usize, write_payload: impl FnOnce(&mut Vec<u8>))
     Bytes::from(buf).slice(start..)
 }
 
+/// The payload of a frame [`text_frame`] built (the JSON text without the header), shared
+/// rather than copied. Used where a stored frame is served over HTTP.
+pub fn text_payload(frame: &Bytes) -> Bytes {
+    // Server frames are unmasked, so the header is 2, 4 or 10 bytes after the payload
+    // length class (RFC 6455 §5.2): 7-bit length, 126 + 16-bit, or 127 + 64-bit.
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return Bytes::new(),
+    };
+    frame.slice(header.min(frame.len())..)
+}
+
 /// Builds the notification frame members receive, as a complete WebSocket frame.
 /// Called once per notification; every recipient shares the result.
 ///
@@ -48,10 +62,11 @@ pub fn encode_notify(
     group: &GroupName,
     event: &EventName,
     offset: Offset,
+    epoch: &Epoch,
     data: &RawValue,
 ) -> Bytes {
     let data = data.get();
-    let hint = 64 + group.as_str().len() + event.as_str().len() + data.len();
+    let hint = 80 + group.as_str().len() + event.as_str().len() + data.len();
     text_frame(hint, |out| {
         out.extend_from_slice(br#"{"type":"notify","group":""#);
         out.extend_from_slice(group.as_str().as_bytes());
@@ -60,7 +75,9 @@ pub fn encode_notify(
         out.extend_from_slice(br#"","offset":"#);
         // Formatted straight into the frame (a write to a Vec cannot fail).
         let _ = write!(out, "{offset}");
-        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(br#","epoch":""#);
+        out.extend_from_slice(epoch.as_str().as_bytes());
+        out.extend_from_slice(br#"","data":"#);
         out.extend_from_slice(data.as_bytes());
         out.push(b'}');
     })
@@ -79,6 +96,7 @@ mod tests {
         assert_eq!(header.opcode, OpCode::Data(Data::Text));
         assert_eq!(len as usize, payload.len());
         assert_eq!(&frame[cursor.position() as usize..], payload.as_bytes());
+        assert_eq!(&text_payload(&frame)[..], payload.as_bytes());
     }
 
     #[test]
@@ -95,13 +113,13 @@ mod tests {
             &GroupName::parse("room:1").unwrap(),
             &EventName::parse("chat.message").unwrap(),
             17,
+            &Epoch::parse("e1").unwrap(),
             &data,
         );
-        // Skip the 2-byte header of this short frame.
-        let v: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&text_payload(&frame)).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"data":{"text":"hi","n":[1,2]}})
+            serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"epoch":"e1","data":{"text":"hi","n":[1,2]}})
         );
     }
 }

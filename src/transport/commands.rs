@@ -10,11 +10,12 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+use super::resume;
 use crate::auth::{Denied, Grant};
 use crate::broker::BrokerError;
 use crate::hub::Member;
 use crate::protocol::{
-    ClientFrame, EventName, FrameError, GroupName, Offset, Publication, ServerFrame,
+    ClientFrame, EventName, FrameError, GroupName, Position, Publication, Resume, ServerFrame,
 };
 use crate::state::AppState;
 
@@ -62,11 +63,24 @@ impl Membership {
         self.grant.as_ref().map(Grant::exp)
     }
 
-    /// Joins `group` (again: harmless); returns its offset at the moment of joining.
-    pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
-        let offset = self.state.node.join(&group, self.member.clone()).await?;
+    /// Joins `group` (again: harmless); returns its position at the moment of joining.
+    pub async fn join(&mut self, group: GroupName) -> Result<Position, BrokerError> {
+        let position = self.state.node.join(&group, self.member.clone()).await?;
         self.groups.insert(group);
-        Ok(offset)
+        Ok(position)
+    }
+
+    /// Joins `group` resuming from `from`: `subscribed` and what was missed are queued
+    /// ahead of live notifications (see `transport::resume`). For a group the connection
+    /// is already in (the path's group is the personal group), live delivery never
+    /// stopped: `subscribed` says `recovered:false` and nothing is replayed.
+    pub async fn resume(&mut self, group: GroupName, from: &Resume) -> Result<(), BrokerError> {
+        if self.groups.contains(&group) {
+            return resume::already_member(&self.state, &self.member, &group).await;
+        }
+        resume::join(&self.state, &self.member, &group, from).await?;
+        self.groups.insert(group);
+        Ok(())
     }
 
     /// Joins the user's personal group, if there is one.
@@ -108,7 +122,18 @@ impl Membership {
     async fn command(&mut self, frame: ClientFrame) -> Result<Vec<ServerFrame>, FrameError> {
         let reply = match frame {
             ClientFrame::Ping => ServerFrame::Pong,
-            ClientFrame::Subscribe { group } => self.subscribe(group).await?,
+            ClientFrame::Subscribe {
+                group,
+                since,
+                epoch,
+            } => {
+                let from = resume::from_frame(since, epoch)?;
+                match self.subscribe(group, from).await? {
+                    Some(reply) => reply,
+                    // A resume queues `subscribed` ahead of the replay itself.
+                    None => return Ok(Vec::new()),
+                }
+            }
             ClientFrame::Unsubscribe { group } => self.unsubscribe(group).await?,
             ClientFrame::Refresh { token } => return self.refresh(&token).await,
             ClientFrame::Publish { group, event, data } => {
@@ -120,23 +145,39 @@ impl Membership {
         Ok(vec![reply])
     }
 
-    async fn subscribe(&mut self, group: String) -> Result<ServerFrame, FrameError> {
+    /// Joins `group`, resuming from `from` when given; the `subscribed` reply, or `None`
+    /// when a resume queued it.
+    async fn subscribe(
+        &mut self,
+        group: String,
+        from: Option<Resume>,
+    ) -> Result<Option<ServerFrame>, FrameError> {
         let name = parse_group(&group)?;
         self.allowed(|grant| grant.check_join(&name))?;
-        let offset = if self.groups.contains(&name) {
-            self.state
-                .broker
-                .offset(&name)
-                .await
-                .map_err(|_| FrameError::Unavailable)?
+        // Already a member: live delivery never stopped, so nothing is replayed.
+        let (position, recovered) = if self.groups.contains(&name) {
+            let position = self.state.broker.position(&name).await;
+            let position = position.map_err(|_| FrameError::Unavailable)?;
+            (position, from.map(|_| false))
         } else {
             let max = self.state.config.max_subscriptions as usize;
             if self.groups.len() >= max {
                 return Err(FrameError::TooManySubscriptions(max));
             }
-            self.join(name).await.map_err(|_| FrameError::Unavailable)?
+            if let Some(from) = from {
+                let resumed = self.resume(name, &from).await;
+                resumed.map_err(|_| FrameError::Unavailable)?;
+                return Ok(None);
+            }
+            let position = self.join(name).await;
+            (position.map_err(|_| FrameError::Unavailable)?, None)
         };
-        Ok(ServerFrame::Subscribed { group, offset })
+        Ok(Some(ServerFrame::Subscribed {
+            group,
+            offset: position.offset,
+            epoch: position.epoch,
+            recovered,
+        }))
     }
 
     async fn unsubscribe(&mut self, group: String) -> Result<ServerFrame, FrameError> {
@@ -171,6 +212,7 @@ impl Membership {
             group: name,
             event,
             offset: 0,
+            epoch: Default::default(),
             users: None,
             data,
         };

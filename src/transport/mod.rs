@@ -18,6 +18,7 @@ mod commands;
 mod connection;
 mod http;
 mod observe;
+mod resume;
 mod routes;
 mod session;
 mod upgrade;

@@ -17,7 +17,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::observe::{observe, Template};
-use super::{admission, upgrade};
+use super::{admission, resume, upgrade};
 use crate::api::error::{handle_rejection, BodyLimit};
 use crate::api::{self, body::json_body, ApiError};
 use crate::protocol::{GroupName, UserId};
@@ -69,6 +69,8 @@ fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)>
         .unify()
         .or(get_group(state))
         .unify()
+        .or(group_history(state))
+        .unify()
         .or(close_group(state))
         .unify()
         .or(close_user(state))
@@ -92,7 +94,8 @@ fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)>
 struct Serves {
     /// `/ws`, `/ws/{group}`, `/herald.js` and the demo page `/` (`--listen`).
     websockets: bool,
-    /// `POST /notify`, `/groups…`, `/users/{user}/close` (`--api-listen`, else `--listen`).
+    /// `POST /notify`, `/groups…` (history included), `/users/{user}/close`
+    /// (`--api-listen`, else `--listen`).
     api: bool,
     /// `GET /metrics` (`--listen` unless `--metrics-listen` is set).
     metrics: bool,
@@ -111,20 +114,29 @@ fn serving(on: bool) -> impl Filter<Extract = (), Error = Rejection> + Clone {
         .untuple_one()
 }
 
-/// `GET /ws/{group}`: a WebSocket joined to the path's group. The name is checked before
-/// the handshake: a bad name is a 400, never an upgrade.
+/// `GET /ws/{group}`: a WebSocket joined to the path's group, resuming it with
+/// `?since=&epoch=`. The name (and the resume query) are checked before the handshake: a
+/// bad one is a 400, never an upgrade.
 fn ws_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let route = Route::get("/ws/{group}");
     route.serve(
         warp::path!("ws" / String)
             .and(route.matched())
             .and_then(group_param)
+            .and(resume::query())
             .and(with_state(state))
             .and(upgrade::handshake())
             .and(admission::client(state.clone()))
             .and(super::http::remote())
-            .and_then(|group, state, hs, admission, remote| {
-                respond(upgrade::accept(state, Some(group), hs, admission, remote))
+            .and_then(|group, from, state, hs, admission, remote| {
+                respond(upgrade::accept(
+                    state,
+                    Some(group),
+                    from,
+                    hs,
+                    admission,
+                    remote,
+                ))
             }),
     )
 }
@@ -140,7 +152,7 @@ fn ws(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection>
             .and(admission::client(state.clone()))
             .and(super::http::remote())
             .and_then(|state, hs, admission, remote| {
-                respond(upgrade::accept(state, None, hs, admission, remote))
+                respond(upgrade::accept(state, None, None, hs, admission, remote))
             }),
     )
 }
@@ -197,6 +209,22 @@ fn list_groups(state: &AppState) -> impl Filter<Extract = (Response,), Error = R
             .and(with_state(state))
             .and(query::<api::groups::ListQuery>())
             .and_then(|state, q| respond(api::groups::list(state, q))),
+    )
+}
+
+/// `GET /groups/{group}/history`.
+fn group_history(
+    state: &AppState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::get("/groups/{group}/history");
+    route.serve(
+        warp::path!("groups" / String / "history")
+            .and(route.matched())
+            .and_then(group_param)
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(query::<api::history::HistoryQuery>())
+            .and_then(|g, state, q| respond(api::history::get(g, state, q))),
     )
 }
 

@@ -30,7 +30,7 @@ use crate::auth::Grant;
 use crate::broker::BrokerError;
 use crate::hub::Member;
 use crate::metrics::Disconnect;
-use crate::protocol::{CloseCode, GroupName, Offset};
+use crate::protocol::{CloseCode, GroupName, Position, Resume};
 use crate::state::AppState;
 
 /// Stands in for "never" on the expiry timer of a connection without a token.
@@ -79,9 +79,14 @@ impl Session {
         self.membership.member().id()
     }
 
-    /// Joins `group` (again: harmless); returns its offset at the moment of joining.
-    pub async fn join(&mut self, group: GroupName) -> Result<Offset, BrokerError> {
+    /// Joins `group` (again: harmless); returns its position at the moment of joining.
+    pub async fn join(&mut self, group: GroupName) -> Result<Position, BrokerError> {
         self.membership.join(group).await
+    }
+
+    /// Joins `group` resuming from `from` (see [`Membership::resume`]).
+    pub async fn resume(&mut self, group: GroupName, from: &Resume) -> Result<(), BrokerError> {
+        self.membership.resume(group, from).await
     }
 
     /// Joins the user's personal group, if there is one.

@@ -22,7 +22,7 @@ use super::admission::{self, Admission, Admitted};
 use super::session::Session;
 use crate::api::ApiError;
 use crate::hub::Member;
-use crate::protocol::GroupName;
+use crate::protocol::{GroupName, Resume};
 use crate::state::AppState;
 
 /// Bytes tungstenite reads from the socket at a time, allocated for every connection.
@@ -104,11 +104,13 @@ fn is_nonce(key: &[u8]) -> bool {
 /// Answers an upgrade in three steps: admit (the token's right to the path's group,
 /// shutdown, the connection limit), open the session (joining the personal group and the
 /// path's group *before* answering, so a notify sent as soon as the client sees the 101
-/// already reaches it), then start the session task and answer 101. The task takes over
-/// once hyper hands over the socket.
+/// already reaches it; with `resume` (`?since=`), `subscribed` and the missed
+/// notifications are queued first), then start the session task and answer 101. The task
+/// takes over once hyper hands over the socket.
 pub async fn accept(
     state: AppState,
     group: Option<GroupName>,
+    resume: Option<Resume>,
     hs: Handshake,
     admission: Admission,
     remote: Option<SocketAddr>,
@@ -116,7 +118,7 @@ pub async fn accept(
     let admitted = admission::admit(&state, group.as_ref(), admission.claims)
         .map_err(|refusal| refusal.counted(&state.metrics))?;
     let answer = switching_protocols(&hs.key, admission.protocol)?;
-    let session = open_session(&state, admitted, group, remote).await?;
+    let session = open_session(&state, admitted, group, resume, remote).await?;
     state.metrics.connections_accepted.inc();
     start_session(&state, session, hs.on_upgrade);
     Ok(answer)
@@ -128,6 +130,7 @@ async fn open_session(
     state: &AppState,
     admitted: Admitted,
     group: Option<GroupName>,
+    resume: Option<Resume>,
     remote: Option<SocketAddr>,
 ) -> Result<Session, ApiError> {
     let Admitted { grant, permit } = admitted;
@@ -140,9 +143,10 @@ async fn open_session(
     let mut session = Session::new(state.clone(), member, permit, remote, grant);
     let joined = async {
         session.join_personal().await?;
-        match group {
-            Some(group) => session.join(group).await.map(drop),
-            None => Ok(()),
+        match (group, resume) {
+            (Some(group), Some(from)) => session.resume(group, &from).await,
+            (Some(group), None) => session.join(group).await.map(drop),
+            (None, _) => Ok(()),
         }
     }
     .await;

@@ -82,9 +82,11 @@ async fn assert_bystander_still_served(app: &TestApp, bystander: &mut Ws) {
         .await;
     assert_eq!(reply["recipients"], 1);
     let frame = bystander.recv_json().await;
+    let epoch = &frame["epoch"];
+    assert!(epoch.as_str().is_some_and(|e| !e.is_empty()), "{frame}");
     assert_eq!(
         frame,
-        json!({"type":"notify","group":"bystander","event":"still.here","offset":1,"data":{"ok":true}})
+        json!({"type":"notify","group":"bystander","event":"still.here","offset":1,"epoch":epoch,"data":{"ok":true}})
     );
 }
 
@@ -314,10 +316,12 @@ async fn a_frame_within_max_frame_is_read_normally() {
 
     ws.0.send(Message::text(text)).await.unwrap();
 
+    let reply = ws.recv_json().await;
     assert_eq!(
-        ws.recv_json().await,
-        json!({"type": "subscribed", "group": "g", "offset": 0})
+        reply,
+        json!({"type": "subscribed", "group": "g", "offset": 0, "epoch": reply["epoch"]})
     );
+    assert!(reply["epoch"].is_string());
 }
 
 #[tokio::test]

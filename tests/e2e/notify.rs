@@ -22,9 +22,11 @@ async fn notify_reaches_every_member_of_the_group_once_and_no_one_else() {
 
     for client in [&mut a1, &mut a2] {
         let frame = client.recv_json().await;
+        let epoch = &frame["epoch"];
+        assert!(epoch.as_str().is_some_and(|e| !e.is_empty()), "{frame}");
         assert_eq!(
             frame,
-            json!({"type":"notify","group":"A","event":"chat.message","offset":1,"data":{"text":"hello","n":1}})
+            json!({"type":"notify","group":"A","event":"chat.message","offset":1,"epoch":epoch,"data":{"text":"hello","n":1}})
         );
         client.expect_silence(Duration::from_millis(200)).await;
     }

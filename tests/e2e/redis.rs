@@ -115,13 +115,20 @@ async fn a_notify_on_one_node_reaches_every_member_on_both_exactly_once() {
     let reply = a.notify_ok("room", "chat", json!({"n": 1})).await;
     assert_eq!(reply["offset"], 1);
     assert_eq!(reply["recipients"], 2, "both nodes watch the group");
+    let mut epochs = Vec::new();
     for ws in &mut clients {
         let frame = ws.recv_json().await;
+        let epoch = frame["epoch"].clone();
         assert_eq!(
             frame,
-            json!({"type":"notify","group":"room","event":"chat","offset":1,"data":{"n":1}})
+            json!({"type":"notify","group":"room","event":"chat","offset":1,"epoch":epoch,"data":{"n":1}})
         );
+        epochs.push(epoch);
     }
+    assert!(
+        epochs.windows(2).all(|w| w[0] == w[1]),
+        "one epoch on every node: {epochs:?}"
+    );
     let reply = b.notify_ok("room", "chat", json!({"n": 2})).await;
     assert_eq!(reply["offset"], 2);
     for ws in &mut clients {

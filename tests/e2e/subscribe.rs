@@ -127,9 +127,10 @@ async fn client_publish_reaches_the_whole_group_when_enabled() {
     let mut alice = app.ws("/ws/chat").await;
     let mut bob = app.ws("/ws/chat").await;
     alice.send_json(json!({"type": "publish", "group": "chat", "event": "chat.message", "data": {"t": "hi"}})).await;
-    let expected =
-        json!({"type":"notify","group":"chat","event":"chat.message","offset":1,"data":{"t":"hi"}});
-    assert_eq!(bob.recv_json().await, expected);
+    let got = bob.recv_json().await;
+    let expected = json!({"type":"notify","group":"chat","event":"chat.message","offset":1,"epoch":got["epoch"],"data":{"t":"hi"}});
+    assert!(got["epoch"].is_string(), "{got}");
+    assert_eq!(got, expected);
     assert_eq!(
         alice.recv_json().await,
         expected,

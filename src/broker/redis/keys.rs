@@ -1,6 +1,6 @@
 //! Every Redis key and channel herald uses, in one place.
 //!
-//! A group's offset key and its channel share the hash tag `{<group>}`, so in a Cluster
+//! A group's offset, epoch and history keys and its channel share the hash tag `{<group>}`, so in a Cluster
 //! they live in one hash slot: the publish script may touch both, and sharded pub/sub
 //! spreads groups over the shards. Group names cannot contain braces, so the tag is
 //! exactly the group name. Node presence shares the tag `{nodes}`, so it can be read with
@@ -34,6 +34,16 @@ impl Keys {
     /// The group's offset counter.
     pub fn offset(&self, group: &GroupName) -> String {
         format!("{}{{{}}}:offset", self.prefix, group.as_str())
+    }
+
+    /// The group's epoch: the name of its run of offsets.
+    pub fn epoch(&self, group: &GroupName) -> String {
+        format!("{}{{{}}}:epoch", self.prefix, group.as_str())
+    }
+
+    /// The group's history Stream (entry ids are offsets).
+    pub fn history(&self, group: &GroupName) -> String {
+        format!("{}{{{}}}:history", self.prefix, group.as_str())
     }
 
     /// The group's pub/sub channel.
@@ -75,6 +85,8 @@ mod tests {
         let g = GroupName::parse("room:1").unwrap();
         assert_eq!(keys.offset(&g), "herald:{room:1}:offset");
         assert_eq!(keys.channel(&g), "herald:{room:1}");
+        assert_eq!(keys.epoch(&g), "herald:{room:1}:epoch");
+        assert_eq!(keys.history(&g), "herald:{room:1}:history");
         assert_eq!(keys.group_of(b"herald:{room:1}"), Some(g));
         assert_eq!(keys.group_of(keys.control().as_bytes()), None);
         assert_eq!(keys.group_of(b"other:{room:1}"), None);

@@ -1,8 +1,9 @@
 //! The Redis broker: several herald nodes behave as one hub.
 //!
-//! - **Publish**: one Lua script per notification does `INCR` of the group's offset and
-//!   `PUBLISH` (`SPUBLISH` on a Cluster) of `<offset>|<publication JSON>` on the group's
-//!   channel, atomically, so the channel carries offsets in order. Concurrent publishes
+//! - **Publish**: one Lua script per notification does `INCR` of the group's offset,
+//!   `XADD` to its history Stream and `PUBLISH` (`SPUBLISH` on a Cluster) of
+//!   `<offset>|<epoch>|<publication JSON>` on the group's channel, atomically, so the
+//!   channel carries offsets in order and history never disagrees with it ([`stream`]). Concurrent publishes
 //!   are pipelined on one multiplexed connection: none waits for another's round trip.
 //! - **Watch**: a node subscribes to a group's channel only while it has local members
 //!   (from [`Node::join`](crate::node::Node::join)), on one of [`POOL`] subscriber
@@ -20,6 +21,7 @@ mod control;
 mod keys;
 mod link;
 mod presence;
+mod stream;
 mod supervised;
 
 pub use keys::Keys;
@@ -33,23 +35,16 @@ use async_trait::async_trait;
 use redis::{PushKind, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::history::{HistoryRead, HistorySettings};
 use super::{Broker, BrokerError, GroupCount, Local, Published};
 use crate::metrics::Metrics;
-use crate::protocol::{Close, GroupName, Offset, Publication, UserId};
+use crate::protocol::{Close, GroupName, Offset, Position, Publication, UserId};
 use control::{Control, Message};
 use presence::Presence;
 use supervised::{OnConnect, OnMessage, Supervised};
 
 /// Subscriber connections per node.
 pub const POOL: usize = 4;
-
-/// `INCR` the offset and publish `<offset>|<payload>` in one atomic step.
-/// KEYS: offset key, channel (same hash slot). ARGV: `PUBLISH`/`SPUBLISH`, payload.
-const PUBLISH_SCRIPT: &str = r"
-local offset = redis.call('INCR', KEYS[1])
-local receivers = redis.call(ARGV[1], KEYS[2], offset .. '|' .. ARGV[2])
-return {offset, receivers}
-";
 
 /// What the Redis broker needs from the configuration.
 #[derive(Debug, Clone)]
@@ -60,6 +55,8 @@ pub struct RedisSettings {
     pub prefix: String,
     /// How long a node's counts outlive its last heartbeat (`--redis-node-ttl`).
     pub node_ttl: Duration,
+    /// What each group's Stream keeps (`--history-*`).
+    pub history: HistorySettings,
 }
 
 /// What the pub/sub readers and the broker share.
@@ -71,6 +68,8 @@ struct Shared {
     subscribers: Vec<Arc<Supervised>>,
     control: Control,
     hasher: RandomState,
+    /// Reads positions and history ([`stream::READ_SCRIPT`]).
+    read: redis::Script,
 }
 
 /// The broker that lets several nodes share groups through Redis.
@@ -78,6 +77,7 @@ pub struct RedisBroker {
     shared: Arc<Shared>,
     presence: Arc<Presence>,
     script: redis::Script,
+    history: HistorySettings,
     stop: CancellationToken,
 }
 
@@ -109,7 +109,7 @@ impl Shared {
         if *channel == self.keys.control().as_bytes() {
             self.on_control(payload);
         } else if self.keys.group_of(channel).is_some() {
-            match decode(payload) {
+            match stream::decode(payload) {
                 Some(publication) => {
                     self.local.deliver(&publication);
                 }
@@ -198,22 +198,17 @@ impl Shared {
                 continue;
             }
             link.subscribe(&self.keys.channel(&group)).await?;
-            let offset: Option<Offset> = link
-                .query(redis::cmd("GET").arg(self.keys.offset(&group)))
-                .await?;
-            hub.synced(&group, offset.unwrap_or(0));
+            let read = stream::read_invocation(&self.read, &self.keys, &group, 0, 0);
+            let reply = link.invoke(&read).await?;
+            match stream::position(&reply) {
+                Ok(position) => {
+                    hub.synced(&group, position);
+                }
+                Err(e) => tracing::warn!(%group, error = %e, "cannot re-sync the group's position"),
+            }
         }
         Ok(())
     }
-}
-
-/// Reads `<offset>|<publication JSON>`.
-fn decode(payload: &[u8]) -> Option<Publication> {
-    let split = payload.iter().position(|b| *b == b'|')?;
-    let offset = std::str::from_utf8(&payload[..split]).ok()?.parse().ok()?;
-    let mut publication: Publication = serde_json::from_slice(&payload[split + 1..]).ok()?;
-    publication.offset = offset;
-    Some(publication)
 }
 
 impl RedisBroker {
@@ -264,6 +259,7 @@ impl RedisBroker {
                 subscribers,
                 control: Control::default(),
                 hasher: RandomState::new(),
+                read: redis::Script::new(stream::READ_SCRIPT),
             }
         });
         let node_id = uuid::Uuid::new_v4().simple().to_string();
@@ -278,7 +274,8 @@ impl RedisBroker {
         Self {
             shared,
             presence,
-            script: redis::Script::new(PUBLISH_SCRIPT),
+            script: redis::Script::new(stream::PUBLISH_SCRIPT),
+            history: settings.history,
             stop,
         }
     }
@@ -306,14 +303,16 @@ impl Broker for RedisBroker {
         let keys = &self.shared.keys;
         let payload = serde_json::to_string(&publication)
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let mut invocation = self.script.key(keys.offset(&publication.group));
-        invocation
-            .key(keys.channel(&publication.group))
-            .arg(self.shared.publish_command())
-            .arg(payload);
+        let invocation = stream::publish_invocation(
+            &self.script,
+            keys,
+            self.shared.publish_command(),
+            &publication,
+            payload,
+            &self.history,
+        );
         let reply = link.invoke(&invocation).await.map_err(|e| self.failed(e))?;
-        let (offset, receivers): (Offset, usize) =
-            redis::from_redis_value(reply).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let (offset, receivers, _epoch) = stream::published(&reply)?;
         Ok(Published {
             offset,
             recipients: receivers,
@@ -335,13 +334,28 @@ impl Broker for RedisBroker {
         self.shared.unwatch(group).await
     }
 
-    async fn offset(&self, group: &GroupName) -> Result<Offset, BrokerError> {
+    async fn position(&self, group: &GroupName) -> Result<Position, BrokerError> {
         let link = self.commands()?;
-        let offset: Option<Offset> = link
-            .query(redis::cmd("GET").arg(self.shared.keys.offset(group)))
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(offset.unwrap_or(0))
+        let read = stream::read_invocation(&self.shared.read, &self.shared.keys, group, 0, 0);
+        let reply = link.invoke(&read).await.map_err(|e| self.failed(e))?;
+        stream::position(&reply)
+    }
+
+    async fn history(
+        &self,
+        group: &GroupName,
+        since: Offset,
+        limit: usize,
+    ) -> Result<HistoryRead, BrokerError> {
+        let link = self.commands()?;
+        // At least one entry is asked for, so the reply always has the Stream's parts.
+        let count = limit.clamp(1, self.history.size.max(1));
+        let shared = &self.shared;
+        let read = stream::read_invocation(&shared.read, &shared.keys, group, since, count);
+        let reply = link.invoke(&read).await.map_err(|e| self.failed(e))?;
+        let mut read = stream::history(group, &reply)?;
+        read.entries.truncate(limit);
+        Ok(read)
     }
 
     async fn close_group(&self, group: &GroupName, close: Close) -> Result<usize, BrokerError> {

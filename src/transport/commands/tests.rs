@@ -8,6 +8,7 @@ use super::*;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::Outbound;
+use crate::protocol::Offset;
 
 const SECRET: &str = "commands-test-secret";
 
@@ -69,10 +70,14 @@ fn error_code(replies: &[ServerFrame]) -> &str {
     }
 }
 
-fn subscribed(group: &str, offset: Offset) -> Vec<ServerFrame> {
+/// The `subscribed` reply for `group` at `offset`, in the group's epoch on `state`.
+async fn subscribed(state: &AppState, group: &str, offset: Offset) -> Vec<ServerFrame> {
+    let epoch = state.broker.position(&g(group)).await.unwrap().epoch;
     vec![ServerFrame::Subscribed {
         group: group.into(),
         offset,
+        epoch,
+        recovered: None,
     }]
 }
 
@@ -86,16 +91,23 @@ async fn subscribe_joins_once_and_answers_with_the_group_offset() {
     let mut m = connect(&state, None);
     let news = json!({"type": "subscribe", "group": "news"});
 
-    assert_eq!(send(&mut m, news.clone()).await, subscribed("news", 0));
+    assert_eq!(
+        send(&mut m, news.clone()).await,
+        subscribed(&state, "news", 0).await
+    );
     let publication = Publication {
         group: g("news"),
         event: EventName::default_event(),
         offset: 0,
+        epoch: Default::default(),
         users: None,
         data: serde_json::value::RawValue::from_string("1".into()).unwrap(),
     };
     state.publish(publication).await.unwrap();
-    assert_eq!(send(&mut m, news).await, subscribed("news", 1));
+    assert_eq!(
+        send(&mut m, news).await,
+        subscribed(&state, "news", 1).await
+    );
     assert_eq!(state.hub.subscribers(&g("news")), 1);
 }
 
@@ -123,7 +135,7 @@ async fn subscriptions_stop_at_max_subscriptions() {
     let mut m = connect(&state, None);
     for group in ["a", "b"] {
         let replies = send(&mut m, json!({"type": "subscribe", "group": group})).await;
-        assert_eq!(replies, subscribed(group, 0));
+        assert_eq!(replies, subscribed(&state, group, 0).await);
     }
     let third = send(&mut m, json!({"type": "subscribe", "group": "c"})).await;
     assert_eq!(error_code(&third), "too_many_subscriptions");
@@ -175,11 +187,12 @@ async fn publish_needs_the_flag_and_a_membership_then_reaches_the_members() {
     let [Outbound::Frame(frame)] = &queued[..] else {
         panic!("expected one notification frame, got {queued:?}");
     };
-    // Skip the 2-byte header of this short frame.
-    let notify: Value = serde_json::from_slice(&frame[2..]).unwrap();
+    let notify: Value =
+        serde_json::from_slice(&crate::protocol::wire::text_payload(frame)).unwrap();
+    let epoch = state.broker.position(&g("room")).await.unwrap().epoch;
     assert_eq!(
         notify,
-        json!({"type": "notify", "group": "room", "event": "message", "offset": 1, "data": {"n": 1}})
+        json!({"type": "notify", "group": "room", "event": "message", "offset": 1, "epoch": epoch, "data": {"n": 1}})
     );
 }
 
@@ -191,7 +204,10 @@ async fn the_token_decides_which_groups_may_be_joined_and_published_to() {
     let sport = json!({"type": "subscribe", "group": "sport"});
     assert_eq!(error_code(&send(&mut m, sport).await), "forbidden");
     let news = json!({"type": "subscribe", "group": "news"});
-    assert_eq!(send(&mut m, news).await, subscribed("news", 0));
+    assert_eq!(
+        send(&mut m, news).await,
+        subscribed(&state, "news", 0).await
+    );
     let publish = json!({"type": "publish", "group": "news", "data": 1});
     assert_eq!(error_code(&send(&mut m, publish).await), "forbidden");
 }
@@ -243,4 +259,62 @@ async fn leave_all_ends_the_member_and_leaves_every_group() {
     }
     let frame = bytes::Bytes::from_static(b"x");
     assert_eq!(m.member().try_deliver(&frame), crate::hub::Delivery::Gone);
+}
+
+/// The JSON of every frame queued for `m`.
+fn queued_json(m: &Membership) -> Vec<Value> {
+    m.member()
+        .take()
+        .into_iter()
+        .map(|item| match item {
+            Outbound::Frame(frame) => {
+                serde_json::from_slice(&crate::protocol::wire::text_payload(&frame)).unwrap()
+            }
+            other => panic!("expected a frame, got {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resume_queues_subscribed_then_exactly_what_was_missed() {
+    let state = node(&[]);
+    for n in 1..=3 {
+        let publication = Publication {
+            group: g("news"),
+            event: EventName::default_event(),
+            offset: 0,
+            epoch: Default::default(),
+            users: None,
+            data: serde_json::value::RawValue::from_string(n.to_string()).unwrap(),
+        };
+        state.publish(publication).await.unwrap();
+    }
+    let epoch = state.broker.position(&g("news")).await.unwrap().epoch;
+
+    let mut m = connect(&state, None);
+    let resume = json!({"type": "subscribe", "group": "news", "since": 1, "epoch": epoch});
+    assert_eq!(
+        send(&mut m, resume).await,
+        vec![],
+        "subscribed is queued, not replied"
+    );
+    let frames = queued_json(&m);
+    assert_eq!(
+        frames[0],
+        json!({"type": "subscribed", "group": "news", "offset": 3, "epoch": epoch, "recovered": true})
+    );
+    let offsets: Vec<&Value> = frames[1..].iter().map(|f| &f["offset"]).collect();
+    assert_eq!(offsets, [&json!(2), &json!(3)]);
+
+    let mut other = connect(&state, None);
+    let stale = json!({"type": "subscribe", "group": "news", "since": 1, "epoch": "old"});
+    assert_eq!(send(&mut other, stale).await, vec![]);
+    assert_eq!(
+        queued_json(&other),
+        [
+            json!({"type": "subscribed", "group": "news", "offset": 3, "epoch": epoch, "recovered": false})
+        ]
+    );
+    let bad = json!({"type": "subscribe", "group": "x", "since": 1, "epoch": "not valid"});
+    assert_eq!(error_code(&send(&mut other, bad).await), "invalid_frame");
 }
