@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks herald against reference-server on this machine.
+# Benchmarks herald against reference-server and Bun on this machine.
 #
-#   bash bench/run.sh           # standard scenarios (~4-8 min), writes bench/results/<ts>.json
-#                               # and regenerates the table in BENCHMARKS.md
-#   bash bench/run.sh --quick   # scaled-down smoke test (< 1 min), writes <ts>-quick.json only
+#   bash bench/run.sh           # standard scenarios (~6-12 min), writes bench/results/<ts>.json,
+#                               # regenerates the table in BENCHMARKS.md and bench/comparison.svg
+#   bash bench/run.sh --quick   # scaled-down smoke test (~1-2 min), writes <ts>-quick.json and
+#                               # <ts>-quick.svg only
+#
+# Bun (bench/bun/server.js) is installed from npm the first time, pinned by
+# bench/bun/package-lock.json (`npm ci`; needs node and npm). BENCH_TARGETS="herald
+# reference" leaves it out.
 #
 # Each server runs alone, pinned to CPU 0 and restarted for every scenario (fresh RSS,
 # fresh groups); herald-bench runs pinned to CPU 1. Everything is loopback. Only the PIDs
@@ -15,7 +20,7 @@
 # default 60 in full mode, 0 in quick mode), BENCH_QUIET_BUDGET (total such waiting,
 # default 240), BENCH_OTHERS_MAX / BENCH_RETRIES (a run during which other processes used
 # more than 15% of a core is measured again, up to 2 times; not in quick mode), BENCH_ONLY (a regex of
-# scenario names to run).
+# scenario names to run), BENCH_TARGETS (servers to measure, default "herald reference bun").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,7 +29,7 @@ MODE=full
 case "${1:-}" in
     --quick) MODE=quick ;;
     "") ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "usage: bash bench/run.sh [--quick]" >&2; exit 64 ;;
 esac
 
@@ -42,6 +47,30 @@ else
     echo "warning: fewer than 2 CPUs or no taskset; running unpinned" >&2
     PIN_SERVER=()
     PIN_CLIENT=()
+fi
+
+read -r -a TARGETS <<<"${BENCH_TARGETS:-herald reference bun}"
+for target in "${TARGETS[@]}"; do
+    case "$target" in
+        herald | reference | bun) ;;
+        *) echo "BENCH_TARGETS: unknown server $target (herald, reference, bun)" >&2; exit 64 ;;
+    esac
+done
+
+# Bun from npm, at the version bench/bun/package-lock.json pins.
+BUN_DIR="$ROOT/bench/bun"
+BUN="$BUN_DIR/node_modules/.bin/bun"
+if [[ " ${TARGETS[*]} " == *" bun "* ]]; then
+    want=$(jq -r '.packages["node_modules/bun"].version' "$BUN_DIR/package-lock.json")
+    if ! [ -x "$BUN" ] || [ "$("$BUN" --version 2>/dev/null)" != "$want" ]; then
+        command -v npm >/dev/null || {
+            echo "run.sh needs npm to install Bun $want (or set BENCH_TARGETS=\"herald reference\")" >&2
+            exit 1
+        }
+        log "installing Bun $want from npm (npm ci in bench/bun)"
+        (cd "$BUN_DIR" && npm ci --no-audit --no-fund >&2)
+    fi
+    echo "Bun $("$BUN" --version)" >&2
 fi
 
 log "building (release)"
@@ -120,13 +149,14 @@ wait_quiet() {
 
 SERVER_ADDR=""
 SERVE_COUNT=0
-# start_server herald|reference: sets SERVER_PID and SERVER_ADDR.
+# start_server herald|reference|bun: sets SERVER_PID and SERVER_ADDR.
 start_server() {
     SERVE_COUNT=$((SERVE_COUNT + 1))
     local logf="$WORK/$1-$SERVE_COUNT.log"
     case "$1" in
         herald) "${PIN_SERVER[@]}" "$BIN/herald" --listen 127.0.0.1:0 >"$logf" 2>&1 & ;;
         reference) "${PIN_SERVER[@]}" "$BIN/reference-server" --listen 127.0.0.1:0 >"$logf" 2>&1 & ;;
+        bun) "${PIN_SERVER[@]}" "$BUN" "$BUN_DIR/server.js" --listen 127.0.0.1:0 >"$logf" 2>&1 & ;;
     esac
     SERVER_PID=$!
     SERVER_ADDR=""
@@ -157,15 +187,17 @@ stop_server() {
 
 # --- scenarios -------------------------------------------------------------------------
 
-# name|title|herald-bench arguments
+# name|title|herald-bench arguments[|servers, when not every one speaks what it needs]
 if [ "$MODE" = full ]; then
     SCENARIOS=(
         "fanout-1x10000|fanout 1 group x 10,000 subs x 200 notifies|fanout --subscribers 10000 --groups 1 --notifies 200"
-        "fanout-1x1000|fanout 1 group x 1,000 subs x 200 notifies|fanout --subscribers 1000 --groups 1 --notifies 200"
+        "fanout-1x1000|burst: fanout 1 group x 1,000 subs x 200 notifies|fanout --subscribers 1000 --groups 1 --notifies 200"
         "fanout-1000x10|fanout 1,000 groups x 10 subs x 2,000 notifies|fanout --subscribers 10000 --groups 1000 --notifies 2000 --publishers 32"
-        "latency-1x1000|latency 1 group x 1,000 subs, 500 notifies at 50/s|fanout --subscribers 1000 --groups 1 --notifies 500 --rate 50"
+        "latency-1x1000|steady: 1 group x 1,000 subs, 500 notifies at 50/s|fanout --subscribers 1000 --groups 1 --notifies 500 --rate 50"
         "conns-15000|conns 15,000 idle + burst of 20|conns --connections 15000 --groups 100 --burst 20 --timeout 180"
         "ingest-20000|ingest 20,000 requests at concurrency 64|ingest --requests 20000 --concurrency 64"
+        "ingest-batch-100|ingest 5,000 batches of 100 at concurrency 16|ingest --requests 5000 --batch 100 --concurrency 16|herald bun"
+        "ingest-batch-1000|ingest 500 batches of 1,000 at concurrency 4|ingest --requests 500 --batch 1000 --concurrency 4|herald bun"
     )
 else
     SCENARIOS=(
@@ -175,6 +207,7 @@ else
         "latency-1x200|latency 1 group x 200 subs, 50 notifies at 50/s|fanout --subscribers 200 --groups 1 --notifies 50 --rate 50"
         "conns-2000|conns 2,000 idle + burst of 5|conns --connections 2000 --groups 20 --burst 5 --settle 0.5"
         "ingest-2000|ingest 2,000 requests at concurrency 16|ingest --requests 2000 --concurrency 16"
+        "ingest-batch-100|ingest 200 batches of 100 at concurrency 4|ingest --requests 200 --batch 100 --concurrency 4|herald bun"
     )
 fi
 
@@ -182,12 +215,15 @@ RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
 FAILED=0
 for entry in "${SCENARIOS[@]}"; do
-    IFS='|' read -r name title args <<<"$entry"
+    IFS='|' read -r name title args only <<<"$entry"
     if [ -n "${BENCH_ONLY:-}" ] && ! [[ $name =~ $BENCH_ONLY ]]; then
         continue
     fi
     for rep in $(seq "$REPEAT"); do
-        for target in herald reference; do
+        for target in "${TARGETS[@]}"; do
+            if [ -n "$only" ] && [[ " $only " != *" $target "* ]]; then
+                continue # reference-server has no POST /notify/batch
+            fi
             log "$title: $target (#$rep of $REPEAT)"
             attempt=0
             while :; do
@@ -252,10 +288,12 @@ jq -s --arg ts "$STAMP" --arg mode "$MODE" --arg commit "$COMMIT" \
 log "wrote $OUT"
 
 if [ "$MODE" = full ]; then
-    "$BIN/herald-bench" summary --results "$OUT" --out BENCHMARKS.md
+    "$BIN/herald-bench" summary --results "$OUT" --out BENCHMARKS.md --chart bench/comparison.svg
     sed -n '/bench:begin/,/bench:end/p' BENCHMARKS.md | sed '1d;$d'
 else
-    "$BIN/herald-bench" summary --results "$OUT" --out "$WORK/summary.md"
+    "$BIN/herald-bench" summary --results "$OUT" --out "$WORK/summary.md" --chart chart.svg
+    cp "$WORK/chart.svg" "${OUT%.json}.svg"
+    log "wrote ${OUT%.json}.svg"
     sed -n '/bench:begin/,/bench:end/p' "$WORK/summary.md" | sed '1d;$d'
 fi
 

@@ -40,6 +40,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_BODY", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(128..))]
     pub max_body: u32,
 
+    /// Largest `POST /notify/batch` body, in bytes; larger ones get 413. Each notification
+    /// in it is still held to `--max-body`.
+    #[arg(long, env = "HERALD_MAX_BATCH_BODY", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(128..))]
+    pub max_batch_body: u32,
+
     /// Most groups one connection may be in at once.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscriptions: u32,

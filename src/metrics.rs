@@ -114,6 +114,27 @@ impl HttpClose {
     }
 }
 
+/// Which endpoint accepted notifications (`herald_notifications_accepted_total{route}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `POST /notify`: one notification per request.
+    Notify,
+    /// `POST /notify/batch`: one per item.
+    Batch,
+}
+
+impl Via {
+    const ALL: [Self; 2] = [Self::Notify, Self::Batch];
+
+    /// The route template, as the HTTP metrics label it.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Notify => "/notify",
+            Self::Batch => "/notify/batch",
+        }
+    }
+}
+
 /// The plain-HTTP connection metrics, cloned into every listener's serving loop.
 #[derive(Debug, Clone)]
 pub struct HttpConnectionMetrics {
@@ -186,6 +207,7 @@ pub struct Metrics {
     /// `herald_groups`: groups with local members (set when scraped).
     pub groups: IntGauge,
     notify_requests: IntCounterVec,
+    notifications_accepted: [IntCounter; 2],
     /// `herald_notify_duration_seconds`: `POST /notify` handling time.
     pub notify_duration: Histogram,
     /// `herald_messages_delivered_total`: notification frames written to sockets (added
@@ -270,6 +292,16 @@ impl Metrics {
                 "status",
                 ["202", "400", "401", "403", "413", "415", "503"],
             ),
+            notifications_accepted: {
+                let accepted = reg.counter_vec(
+                    "herald_notifications_accepted_total",
+                    "Notifications accepted over HTTP (one per POST /notify, one per item of \
+                     a POST /notify/batch), by route.",
+                    "route",
+                    Via::ALL.map(Via::label),
+                );
+                Via::ALL.map(|via| accepted.with_label_values(&[via.label()]))
+            },
             notify_duration: reg.histogram(
                 "herald_notify_duration_seconds",
                 "Time to handle POST /notify, publish and local fan-out included.",
@@ -426,6 +458,11 @@ impl Metrics {
             .with_label_values(&[&status.to_string()])
             .inc();
         self.notify_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts `n` notifications accepted (answered 202) by the `via` endpoint.
+    pub fn notifications_accepted(&self, via: Via, n: usize) {
+        self.notifications_accepted[via as usize].inc_by(n as u64);
     }
 
     /// Everything registered, in the Prometheus text format.

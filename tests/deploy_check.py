@@ -41,6 +41,7 @@ COUNTERS = {
     "herald_connections_accepted_total": set(),
     "herald_connections_rejected_total": {"reason"},
     "herald_notify_requests_total": {"status"},
+    "herald_notifications_accepted_total": {"route"},
     "herald_messages_delivered_total": set(),
     "herald_messages_dropped_total": {"reason"},
     "herald_disconnects_total": {"code"},

@@ -1,4 +1,5 @@
-//! `ingest`: `POST /notify` throughput into a group with no members.
+//! `ingest`: `POST /notify` (or, with `--batch`, `POST /notify/batch`) throughput into a
+//! group with no members.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -31,6 +32,10 @@ pub struct IngestArgs {
     /// Padding bytes in each notify's data.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Notifications per request: 1 sends `POST /notify`, more send `POST /notify/batch`
+    /// with that many items (up to 1,000).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: u64,
 }
 
 fn error(t: &mut Totals, e: String) {
@@ -46,21 +51,54 @@ struct Totals {
     latency: Option<Histogram<u64>>,
 }
 
-async fn worker(
-    target: Target,
+/// What each worker sends.
+#[derive(Clone)]
+struct Load {
     group: Arc<String>,
-    next: Arc<AtomicU64>,
     requests: u64,
     payload: usize,
-    deadline: Instant,
-) -> Totals {
+    batch: u64,
+}
+
+/// Writes request `i`'s body: one notify, or `batch` of them as a batch body.
+fn write_body(body: &mut Vec<u8>, load: &Load, pad: &str, i: u64) {
+    body.clear();
+    let group = &load.group;
+    let item = |body: &mut Vec<u8>, seq: u64| {
+        let _ = write!(
+            body,
+            r#"{{"group":"{group}","event":"bench","data":{{"seq":{seq},"t":{},"pad":"{pad}"}}}}"#,
+            now_ns()
+        );
+    };
+    if load.batch == 1 {
+        item(body, i);
+        return;
+    }
+    body.extend_from_slice(br#"{"notifications":["#);
+    for k in 0..load.batch {
+        if k > 0 {
+            body.push(b',');
+        }
+        item(body, i * load.batch + k);
+    }
+    body.extend_from_slice(b"]}");
+}
+
+async fn worker(target: Target, load: Load, next: Arc<AtomicU64>, deadline: Instant) -> Totals {
+    let (requests, payload) = (load.requests, load.payload);
+    let path = if load.batch == 1 {
+        "/notify"
+    } else {
+        "/notify/batch"
+    };
     let pad = "x".repeat(payload);
     let mut totals = Totals {
         latency: Some(new_histogram()),
         ..Default::default()
     };
     let mut conn: Option<HttpConn> = None;
-    let mut body = Vec::with_capacity(128 + payload);
+    let mut body = Vec::with_capacity((128 + payload) * load.batch as usize);
     loop {
         let i = next.fetch_add(1, Relaxed);
         if i >= requests || Instant::now() >= deadline {
@@ -77,14 +115,9 @@ async fn worker(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        body.clear();
-        let _ = write!(
-            body,
-            r#"{{"group":"{group}","event":"bench","data":{{"seq":{i},"t":{},"pad":"{pad}"}}}}"#,
-            now_ns()
-        );
+        write_body(&mut body, &load, &pad, i);
         let sent = Instant::now();
-        match timeout(Duration::from_secs(10), c.post_json("/notify", &body)).await {
+        match timeout(Duration::from_secs(10), c.post_json(path, &body)).await {
             Ok(Ok(reply)) => {
                 *totals.statuses.entry(reply.status).or_default() += 1;
                 if let Some(h) = totals.latency.as_mut() {
@@ -118,15 +151,14 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
     let meters = PhaseMeters::start(a.common.hub_pid);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let load = Load {
+        group,
+        requests: a.requests,
+        payload: a.payload,
+        batch: a.batch,
+    };
     for _ in 0..a.concurrency {
-        tasks.spawn(worker(
-            target.clone(),
-            group.clone(),
-            next.clone(),
-            a.requests,
-            a.payload,
-            deadline,
-        ));
+        tasks.spawn(worker(target.clone(), load.clone(), next.clone(), deadline));
     }
     let mut all = Totals {
         latency: Some(new_histogram()),
@@ -151,10 +183,16 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
     let accepted = all.statuses.get(&202).copied().unwrap_or(0);
     let non_202 = answered - accepted;
     let rps = (answered as f64 / elapsed.max(1e-9)).round();
+    let nps = ((accepted * a.batch) as f64 / elapsed.max(1e-9)).round();
     let lat = all.latency.as_ref().map_or(json!(null), latency_json);
 
+    let what = if a.batch == 1 {
+        "POST /notify".to_string()
+    } else {
+        format!("POST /notify/batch of {}", a.batch)
+    };
     let mut report = Report::new(format!(
-        "ingest: {} POST /notify to an empty group over {} connections",
+        "ingest: {} {what} to an empty group over {} connections",
         a.requests, a.concurrency
     ));
     report.ok = accepted == a.requests && all.errors == 0;
@@ -168,6 +206,7 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
         ),
     );
     report.row("requests/s", thousands(rps as u64));
+    report.row("notifications/s (accepted)", thousands(nps as u64));
     report.row("non-202", format!("{non_202} {:?}", all.statuses));
     report.row("errors", all.errors);
     report.row("latency p50/p90/p99/max", latency_row(&lat));
@@ -183,6 +222,7 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
             "requests": a.requests,
             "concurrency": a.concurrency,
             "payload": a.payload,
+            "batch": a.batch,
             "timeout_s": a.common.timeout,
         },
         "results": {
@@ -193,6 +233,7 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
             "errors": all.errors,
             "duration_s": round3(elapsed),
             "requests_per_s": rps,
+            "notifications_per_s": nps,
             "latency_ms": lat,
         }
     });

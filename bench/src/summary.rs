@@ -1,8 +1,9 @@
 //! `summary`: turns a `bench/results/<timestamp>.json` written by `bench/run.sh` into
-//! the table in BENCHMARKS.md (herald, reference, herald/reference per metric).
+//! the table in BENCHMARKS.md (herald, each comparison server, herald/server per
+//! metric) and, with `--chart`, the bar chart it embeds.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -18,14 +19,61 @@ pub struct SummaryArgs {
     /// The Markdown file whose generated section is replaced (created when missing).
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
+    /// Also write the comparison as an SVG bar chart here, embedded in the generated
+    /// section (give it relative to --out's folder).
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+}
+
+/// The servers a run may measure, in column order: herald, then what it is compared with.
+pub const TARGETS: [&str; 3] = ["herald", "reference", "bun"];
+
+/// One scenario of a results file.
+pub struct Scenario<'a> {
+    /// Its short name (`fanout-1x1000`).
+    pub name: &'a str,
+    /// Its title in tables and charts.
+    pub title: &'a str,
+    /// The herald-bench subcommand that ran it (`fanout`, `conns`, `ingest`).
+    pub kind: &'a str,
+    /// Whether notifies were sent at a fixed rate (a latency scenario).
+    pub rated: bool,
+}
+
+/// The scenarios of `runs`, in the order they ran.
+pub fn scenarios(runs: &[Value]) -> Vec<Scenario<'_>> {
+    let mut out: Vec<Scenario<'_>> = Vec::new();
+    for r in runs {
+        let Some(name) = r["name"].as_str() else {
+            continue;
+        };
+        if out.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let first = TARGETS
+            .iter()
+            .find_map(|t| results(runs, name, t).first().copied());
+        out.push(Scenario {
+            name,
+            title: r["title"].as_str().unwrap_or(name),
+            kind: first.and_then(|v| v["scenario"].as_str()).unwrap_or(""),
+            rated: first
+                .and_then(|v| v.pointer("/params/rate"))
+                .is_some_and(|r| !r.is_null()),
+        });
+    }
+    out
 }
 
 /// Whether a bigger value is better, for the table's hint column; `Info` rows (where
 /// the CPU went) get no ratio.
 #[derive(Clone, Copy)]
-enum Better {
+pub enum Better {
+    /// More is better (throughput).
     Higher,
+    /// Less is better (latency, memory, loss).
     Lower,
+    /// Shown without a ratio (where the CPU went).
     Info,
 }
 
@@ -119,6 +167,7 @@ fn metrics(scenario: &str, rated: bool) -> Vec<Metric> {
         }
         "ingest" => vec![
             m("requests/s", "/results/requests_per_s", Higher, 0),
+            m("notifications/s", "/results/notifications_per_s", Higher, 0),
             m("latency p50 (ms)", "/results/latency_ms/p50", Lower, 2),
             m("latency p99 (ms)", "/results/latency_ms/p99", Lower, 2),
             m("latency max (ms)", "/results/latency_ms/max", Lower, 2),
@@ -139,7 +188,7 @@ fn fmt_num(v: Option<f64>, decimals: usize) -> String {
 }
 
 /// The results (the bench's JSON line) of every repetition of `name` against `target`.
-fn results<'a>(runs: &'a [Value], name: &str, target: &str) -> Vec<&'a Value> {
+pub fn results<'a>(runs: &'a [Value], name: &str, target: &str) -> Vec<&'a Value> {
     runs.iter()
         .filter(|r| r["name"] == name && r["target"] == target)
         .map(|r| &r["result"])
@@ -149,7 +198,7 @@ fn results<'a>(runs: &'a [Value], name: &str, target: &str) -> Vec<&'a Value> {
 
 /// Median of the values at `pointer` and their spread (half the range, relative to the
 /// median), over repetitions.
-fn median(results: &[&Value], pointer: &str) -> (Option<f64>, Option<f64>) {
+pub fn median(results: &[&Value], pointer: &str) -> (Option<f64>, Option<f64>) {
     let mut v: Vec<f64> = results
         .iter()
         .filter_map(|r| r.pointer(pointer).and_then(Value::as_f64))
@@ -202,32 +251,28 @@ pub fn render(doc: &Value) -> String {
             "Values are medians; ±N% is half the range over the repetitions.\n"
         );
     }
-    let _ = writeln!(
-        s,
-        "| scenario | metric | herald | reference | herald/reference | better |\n|---|---|--:|--:|--:|---|"
-    );
-    let mut names: Vec<&str> = Vec::new();
-    for r in runs {
-        if let Some(n) = r["name"].as_str() {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
+    // herald first, then every comparison server this file has results for.
+    let targets: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|t| runs.iter().any(|r| r["target"] == *t))
+        .collect();
+    let others = &targets[targets.len().min(1)..];
+    let mut head = String::from("| scenario | metric |");
+    let mut rule = String::from("|---|---|");
+    for t in &targets {
+        head.push_str(&format!(" {t} |"));
+        rule.push_str("--:|");
     }
+    for t in others {
+        head.push_str(&format!(" herald/{t} |"));
+        rule.push_str("--:|");
+    }
+    let _ = writeln!(s, "{head} better |\n{rule}---|");
     let mut notes = Vec::new();
-    for name in names {
-        let herald = results(runs, name, "herald");
-        let reference = results(runs, name, "reference");
-        let first = herald.first().or(reference.first()).copied();
-        let title = runs
-            .iter()
-            .find(|r| r["name"] == name)
-            .and_then(|r| r["title"].as_str())
-            .unwrap_or(name);
-        let scenario = first.and_then(|v| v["scenario"].as_str()).unwrap_or("");
-        let rated = first
-            .and_then(|v| v.pointer("/params/rate"))
-            .is_some_and(|r| !r.is_null());
+    for scenario in scenarios(runs) {
+        let (name, title) = (scenario.name, scenario.title);
+        let per_target: Vec<Vec<&Value>> = targets.iter().map(|t| results(runs, name, t)).collect();
         let (mut total, mut disturbed, mut worst, mut unclean) = (0, 0, 0.0f64, 0);
         for r in runs.iter().filter(|r| r["name"] == name) {
             total += 1;
@@ -267,8 +312,9 @@ pub fn render(doc: &Value) -> String {
                  see the results file."
             ));
         }
-        let saturated: Vec<String> = [("herald", &herald), ("reference", &reference)]
+        let saturated: Vec<String> = targets
             .iter()
+            .zip(&per_target)
             .filter_map(|(target, res)| {
                 let busy = median(res, "/results/client_core_busy_pct").0.or(median(
                     res,
@@ -285,32 +331,36 @@ pub fn render(doc: &Value) -> String {
                 saturated.join(", ")
             ));
         }
-        for (i, metric) in metrics(scenario, rated).iter().enumerate() {
-            let (h, hs) = median(&herald, metric.pointer);
-            let (rf, rs) = median(&reference, metric.pointer);
-            let ratio = match (h, rf, metric.better) {
-                (_, _, Better::Info) => String::new(),
-                (Some(h), Some(r), _) if r != 0.0 => format!("{:.2}", h / r),
-                (Some(0.0), Some(_), _) => "=".to_string(),
-                _ => "–".to_string(),
-            };
+        for (i, metric) in metrics(scenario.kind, scenario.rated).iter().enumerate() {
+            let medians: Vec<(Option<f64>, Option<f64>)> = per_target
+                .iter()
+                .map(|res| median(res, metric.pointer))
+                .collect();
+            let herald = medians.first().and_then(|m| m.0);
             let better = match metric.better {
                 Better::Higher => "higher",
                 Better::Lower => "lower",
                 Better::Info => "",
             };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {}{} | {}{} | {} | {} |",
-                if i == 0 { title } else { "" },
-                metric.label,
-                fmt_num(h, metric.decimals),
-                fmt_spread(hs),
-                fmt_num(rf, metric.decimals),
-                fmt_spread(rs),
-                ratio,
-                better
-            );
+            let mut row = format!("| {} | {} |", if i == 0 { title } else { "" }, metric.label);
+            for (value, spread) in &medians {
+                let _ = write!(
+                    row,
+                    " {}{} |",
+                    fmt_num(*value, metric.decimals),
+                    fmt_spread(*spread)
+                );
+            }
+            for (other, _) in medians.iter().skip(1) {
+                let ratio = match (herald, other, metric.better) {
+                    (_, _, Better::Info) => String::new(),
+                    (Some(h), Some(o), _) if *o != 0.0 => format!("{:.2}", h / o),
+                    (Some(0.0), Some(_), _) => "=".to_string(),
+                    _ => "–".to_string(),
+                };
+                let _ = write!(row, " {ratio} |");
+            }
+            let _ = writeln!(s, "{row} {better} |");
         }
     }
     if !notes.is_empty() {
@@ -321,14 +371,16 @@ pub fn render(doc: &Value) -> String {
 
 const INTRO: &str = "# Benchmarks
 
-herald against `reference-server` (bench/src/bin/reference_server.rs), a minimal tokio +
-tokio-tungstenite fan-out server with the same URL contract, measured in the same run on
-the same machine so that the ratios mean something. Each server runs alone, pinned to CPU 0
+herald against two yardsticks with the same URL contract, measured in the same run on the
+same machine so that the ratios mean something: `reference-server`
+(bench/src/bin/reference_server.rs), a minimal tokio + tokio-tungstenite fan-out server,
+and Bun (bench/bun/server.js: `Bun.serve` + `server.publish`, uWebSockets underneath,
+installed from npm by the script). Each server runs alone, pinned to CPU 0
 (`taskset -c 0`, one tokio worker); `herald-bench` runs pinned to CPU 1 over loopback.
 Regenerate with `bash bench/run.sh` (4-8 minutes; `--quick` for a smoke test that
 does not touch this file). Raw numbers: `bench/results/<timestamp>.json`.
 
-`herald/reference` > 1 is better for \"higher\" metrics, < 1 for \"lower\" ones.
+`herald/reference` and `herald/bun` > 1 is better for \"higher\" metrics, < 1 for \"lower\" ones.
 Latency is end to end: the publisher stamps `t` just before writing `POST /notify`,
 the subscriber subtracts it from the time its read returned. \"core busy\" is the whole
 core from /proc/stat (softirq included: on loopback the hub's core also does most of the
@@ -342,7 +394,21 @@ pub fn run(a: SummaryArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot read {}: {e}", a.results.display()))?;
     let doc: Value = serde_json::from_str(&text)
         .map_err(|e| format!("{} is not JSON: {e}", a.results.display()))?;
-    let section = format!("{BEGIN}\n{}{END}\n", render(&doc));
+    let mut section = format!("{BEGIN}\n");
+    if let Some(chart) = &a.chart {
+        let svg = crate::chart::render(&doc);
+        let path = a.out.parent().unwrap_or(Path::new("")).join(chart);
+        std::fs::write(&path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+        let _ = writeln!(
+            section,
+            "![herald, reference-server and Bun per scenario]({})\n",
+            chart.display()
+        );
+    }
+    section.push_str(&render(&doc));
+    section.push_str(END);
+    section.push('\n');
     let old = std::fs::read_to_string(&a.out).unwrap_or_default();
     let new = match (old.find(BEGIN), old.find(END)) {
         (Some(b), Some(e)) if e > b => {
@@ -357,4 +423,38 @@ pub fn run(a: SummaryArgs) -> Result<(), String> {
     std::fs::write(&a.out, new).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    fn run(name: &str, target: &str, rps: f64) -> serde_json::Value {
+        json!({"name": name, "title": name, "target": target, "rep": 1,
+               "result": {"scenario": "ingest", "ok": true, "params": {},
+                          "results": {"requests_per_s": rps}}})
+    }
+
+    #[test]
+    fn every_server_gets_a_column_and_herald_a_ratio_to_each() {
+        let doc = json!({"timestamp": "T", "mode": "quick", "machine": {}, "runs": [
+            run("plain", "herald", 100.0), run("plain", "reference", 200.0),
+            run("plain", "bun", 50.0),
+            run("batch", "herald", 10.0), run("batch", "bun", 20.0),
+        ]});
+        let table = super::render(&doc);
+        assert!(
+            table.contains("| herald | reference | bun | herald/reference | herald/bun | better |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| plain | requests/s | 100 | 200 | 50 | 0.50 | 2.00 | higher |"),
+            "{table}"
+        );
+        // A scenario reference-server did not run: no value, no ratio.
+        assert!(
+            table.contains("| batch | requests/s | 10 | – | 20 | – | 0.50 | higher |"),
+            "{table}"
+        );
+    }
 }

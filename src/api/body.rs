@@ -4,18 +4,18 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use warp::{Filter, Rejection};
 
-use super::error::ApiError;
+use super::error::{ApiError, BodyLimit};
 
-/// Extracts a request body of at most `max` bytes sent as `application/json`, arriving
-/// whole `within` the given time (else 408).
+/// Extracts a request body within `limit` sent as `application/json`, arriving whole
+/// `within` the given time (else 408).
 ///
 /// The limit holds for chunked bodies too: the body is read incrementally and refused
-/// as soon as it passes `max`, without buffering the rest.
+/// as soon as it passes the limit, without buffering the rest.
 pub fn json_body(
-    max: u32,
+    limit: BodyLimit,
     within: Duration,
 ) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
@@ -23,7 +23,7 @@ pub fn json_body(
         .and(warp::body::stream())
         .and_then(
             move |content_type: Option<String>, length: Option<u64>, body| async move {
-                tokio::time::timeout(within, read(content_type, length, body, max))
+                tokio::time::timeout(within, read(content_type, length, body, limit))
                     .await
                     .unwrap_or(Err(ApiError::BodyTimeout))
                     .map_err(warp::reject::custom)
@@ -35,7 +35,7 @@ async fn read<S, B>(
     content_type: Option<String>,
     length: Option<u64>,
     body: S,
-    max: u32,
+    limit: BodyLimit,
 ) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
@@ -44,9 +44,9 @@ where
     if !content_type.as_deref().is_some_and(is_json) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let max = max as usize;
+    let max = limit.bytes as usize;
     if length.is_some_and(|l| l > max as u64) {
-        return Err(ApiError::PayloadTooLarge(max as u32));
+        return Err(ApiError::PayloadTooLarge(limit));
     }
     let mut out = BytesMut::with_capacity(length.map_or(1024, |l| l as usize));
     let mut body = std::pin::pin!(body);
@@ -54,7 +54,7 @@ where
         let mut chunk =
             chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
         if out.len() + chunk.remaining() > max {
-            return Err(ApiError::PayloadTooLarge(max as u32));
+            return Err(ApiError::PayloadTooLarge(limit));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -73,24 +73,35 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Parses a JSON object body, telling syntax errors (`invalid_json`) from shape errors
-/// (`invalid_request`).
-pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let invalid = |e: serde_json::Error| {
-        if e.is_syntax() || e.is_eof() {
-            ApiError::InvalidJson(e.to_string())
-        } else {
-            ApiError::InvalidRequest(e.to_string())
-        }
-    };
+/// (`invalid_request`). The result may borrow from `body`.
+pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    let text = text(body)?;
     // serde's derived structs also accept a JSON array (fields by position); the API
     // takes objects only.
     if !crate::protocol::is_json_object(body) {
-        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(invalid)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(json_error)?;
         return Err(ApiError::InvalidRequest(
             "the body must be a JSON object".into(),
         ));
     }
-    serde_json::from_slice(body).map_err(invalid)
+    serde_json::from_str(text).map_err(json_error)
+}
+
+/// The body as text. JSON is UTF-8; checking the whole body once here spares the parser
+/// checking every string and raw value again (it trusts a `&str`).
+pub fn text(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|e| ApiError::InvalidJson(format!("the body is not UTF-8: {e}")))
+}
+
+/// A parse error as the API reports it: `invalid_json` for syntax, `invalid_request` for
+/// a body of the wrong shape.
+pub fn json_error(e: serde_json::Error) -> ApiError {
+    if e.is_syntax() || e.is_eof() {
+        ApiError::InvalidJson(e.to_string())
+    } else {
+        ApiError::InvalidRequest(e.to_string())
+    }
 }
 
 #[cfg(test)]

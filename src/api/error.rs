@@ -54,9 +54,18 @@ pub enum ApiError {
     /// The route exists for other methods: the ones listed (sent as `Allow`).
     #[error("method not allowed on this endpoint; allowed: {0}")]
     MethodNotAllowed(&'static str),
-    /// Body over `--max-body`.
-    #[error("request body is larger than {0} bytes (--max-body)")]
-    PayloadTooLarge(u32),
+    /// A body (or one notification of a batch) over its size limit.
+    #[error("{} is larger than {} bytes ({})", .0.what, .0.bytes, .0.flag)]
+    PayloadTooLarge(BodyLimit),
+    /// One notification of a `POST /notify/batch` is invalid: the error it would get
+    /// as a `POST /notify` body, prefixed with its index.
+    #[error("notifications[{index}]: {error}")]
+    InBatch {
+        /// The notification's index in the batch (from 0).
+        index: usize,
+        /// What is wrong with it.
+        error: Box<ApiError>,
+    },
     /// The body did not arrive within `--http-body-timeout`.
     #[error("the request body did not arrive within --http-body-timeout")]
     BodyTimeout,
@@ -82,6 +91,37 @@ pub enum ApiError {
 
 impl Reject for ApiError {}
 
+/// A size limit on a body, named in the 413 message with the flag that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    /// What is limited ("request body", "notification").
+    pub what: &'static str,
+    /// Largest size allowed, in bytes.
+    pub bytes: u32,
+    /// The flag that sets it (`--max-body`).
+    pub flag: &'static str,
+}
+
+impl BodyLimit {
+    /// `--max-body`: every JSON body, and each notification of a batch.
+    pub fn body(bytes: u32) -> Self {
+        Self {
+            what: "request body",
+            bytes,
+            flag: "--max-body",
+        }
+    }
+
+    /// `--max-batch-body`: the whole `POST /notify/batch` body.
+    pub fn batch(bytes: u32) -> Self {
+        Self {
+            what: "request body",
+            bytes,
+            flag: "--max-batch-body",
+        }
+    }
+}
+
 impl ApiError {
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
@@ -100,6 +140,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InBatch { error, .. } => error.status(),
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
@@ -128,6 +169,7 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::InBatch { error, .. } => error.code(),
             Self::BodyTimeout => "request_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UpgradeRequired(_) => "upgrade_required",

@@ -2,6 +2,7 @@
 //! `transport::routes`; errors map to responses only in [`error`].
 
 pub mod assets;
+pub mod batch;
 pub mod body;
 pub mod error;
 pub mod groups;

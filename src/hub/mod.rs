@@ -176,13 +176,14 @@ impl Hub {
         frame: &Bytes,
         audience: Audience<'_>,
     ) -> Fanout {
-        // One clock read per fan-out, not per member: the delivery-lag metric's start.
-        let now = Instant::now();
         let shard = self.groups.read(group);
         let mut out = Fanout::default();
         let Some(entry) = shard.get(group).filter(|g| g.admit(offset)) else {
             return out;
         };
+        // One clock read per fan-out, not per member (and none for a group without
+        // local members): the delivery-lag metric's start.
+        let now = Instant::now();
         for member in entry.members.values().filter(|m| audience.includes(m)) {
             match member.try_deliver_at(frame, now) {
                 Delivery::Queued => out.queued += 1,

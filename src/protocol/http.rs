@@ -1,24 +1,39 @@
 //! The HTTP API's request and reply bodies (`openapi.yaml` `components/schemas`).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Offset, UserId};
 
-/// Body of `POST /notify`.
+/// A string field of a request body, borrowed from the body unless it contains escapes
+/// (then unescaped into its own allocation).
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+/// Body of `POST /notify`, and each item of `POST /notify/batch`. Borrows from the
+/// request body (`data` always, names when unescaped), which the handler holds until it
+/// has answered: nothing is copied out of it before publishing.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotifyRequest {
+pub struct NotifyRequest<'a> {
     /// One target group. Exactly one of `group` and `groups` is given.
-    pub group: Option<String>,
+    #[serde(borrow)]
+    pub group: Option<Text<'a>>,
     /// Several target groups that all receive the same event.
-    pub groups: Option<Vec<String>>,
+    #[serde(borrow)]
+    pub groups: Option<Vec<Text<'a>>>,
     /// Event type; `"message"` when absent.
-    pub event: Option<String>,
+    #[serde(borrow)]
+    pub event: Option<Text<'a>>,
     /// Only connections of these users (their token's `sub`) receive it.
-    pub users: Option<Vec<String>>,
+    #[serde(borrow)]
+    pub users: Option<Vec<Text<'a>>>,
     /// Any JSON value, forwarded verbatim to every member.
-    pub data: Box<RawValue>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
 }
 
 /// Reply to `POST /notify` for one group.
@@ -46,6 +61,24 @@ pub struct NotifyResponse {
     /// One entry per target group (`groups` form only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<GroupDelivery>>,
+}
+
+/// Body of `POST /notify/batch`: each item is exactly a [`NotifyRequest`] body. Items
+/// are kept as raw JSON here (borrowed), so each is checked on its own and an error names
+/// its index.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyBatchRequest<'a> {
+    /// The notifications, in the order they are published.
+    #[serde(borrow)]
+    pub notifications: Vec<&'a RawValue>,
+}
+
+/// Reply to `POST /notify/batch`.
+#[derive(Debug, Serialize)]
+pub struct NotifyBatchResponse {
+    /// One `POST /notify` reply per notification, in the order of the request.
+    pub results: Vec<NotifyResponse>,
 }
 
 /// Body of `POST /groups/{group}/close` and `POST /users/{user}/close`.

@@ -15,8 +15,8 @@ pub use close::{Close, CloseCode};
 pub use epoch::{Epoch, InvalidEpoch, Position, Resume};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
-    CloseRequest, Closed, GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyRequest,
-    NotifyResponse,
+    CloseRequest, Closed, GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest,
+    NotifyBatchResponse, NotifyRequest, NotifyResponse, Text,
 };
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
 pub use publication::Publication;

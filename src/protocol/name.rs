@@ -5,7 +5,7 @@
 //! escaping in JSON, a validated name can be written into a frame verbatim.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -152,7 +152,9 @@ impl<'de> Deserialize<'de> for UserId {
 impl EventName {
     /// The event used when a notify request names none.
     pub fn default_event() -> Self {
-        Self(Arc::from("message"))
+        // One shared name: most notifies omit `event`, and a clone is a reference count.
+        static MESSAGE: OnceLock<EventName> = OnceLock::new();
+        MESSAGE.get_or_init(|| Self(Arc::from("message"))).clone()
     }
 }
 

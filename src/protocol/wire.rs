@@ -5,6 +5,8 @@
 //! built once as [`Bytes`]; each connection writes the shared bytes with vectored writes,
 //! without a per-connection copy or write buffer.
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -71,7 +73,8 @@ pub fn encode_notify(
         out.extend_from_slice(br#"","event":""#);
         out.extend_from_slice(event.as_str().as_bytes());
         out.extend_from_slice(br#"","offset":"#);
-        out.extend_from_slice(offset.to_string().as_bytes());
+        // Formatted straight into the frame (a write to a Vec cannot fail).
+        let _ = write!(out, "{offset}");
         out.extend_from_slice(br#","epoch":""#);
         out.extend_from_slice(epoch.as_str().as_bytes());
         out.extend_from_slice(br#"","data":"#);

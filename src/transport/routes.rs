@@ -18,7 +18,8 @@ use warp::{Filter, Rejection};
 
 use super::observe::{observe, Template};
 use super::{admission, resume, upgrade};
-use crate::api::{self, body::json_body, error::handle_rejection, ApiError};
+use crate::api::error::{handle_rejection, BodyLimit};
+use crate::api::{self, body::json_body, ApiError};
 use crate::protocol::{GroupName, UserId};
 use crate::state::AppState;
 
@@ -62,6 +63,8 @@ fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)>
         .or(demo_page(state))
         .unify();
     let api = notify(state)
+        .or(notify_batch(state))
+        .unify()
         .or(list_groups(state))
         .unify()
         .or(get_group(state))
@@ -164,7 +167,7 @@ fn notify(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reject
             .and(admission::backend(state.clone()))
             .and(with_state(state))
             .and(json_body(
-                state.config.max_body,
+                BodyLimit::body(state.config.max_body),
                 state.config.http_body_timeout,
             ))
             .and_then(|state, body| respond(api::notify::notify(state, body))),
@@ -178,6 +181,22 @@ fn notify(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reject
             counted.metrics.notify_request(status, started.elapsed());
             res
         })
+}
+
+/// `POST /notify/batch`: its own, larger body limit (`--max-batch-body`).
+fn notify_batch(state: &AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let route = Route::post("/notify/batch");
+    route.serve(
+        warp::path!("notify" / "batch")
+            .and(route.matched())
+            .and(admission::backend(state.clone()))
+            .and(with_state(state))
+            .and(json_body(
+                BodyLimit::batch(state.config.max_batch_body),
+                state.config.http_body_timeout,
+            ))
+            .and_then(|state, body| respond(api::batch::notify_batch(state, body))),
+    )
 }
 
 /// `GET /groups`.
@@ -233,7 +252,7 @@ fn close_group(state: &AppState) -> impl Filter<Extract = (Response,), Error = R
             .and(admission::backend(state.clone()))
             .and(with_state(state))
             .and(json_body(
-                state.config.max_body,
+                BodyLimit::body(state.config.max_body),
                 state.config.http_body_timeout,
             ))
             .and_then(|g, state, body| respond(api::groups::close(g, state, body))),
@@ -250,7 +269,7 @@ fn close_user(state: &AppState) -> impl Filter<Extract = (Response,), Error = Re
             .and(admission::backend(state.clone()))
             .and(with_state(state))
             .and(json_body(
-                state.config.max_body,
+                BodyLimit::body(state.config.max_body),
                 state.config.http_body_timeout,
             ))
             .and_then(|u, state, body| respond(api::users::close(u, state, body))),

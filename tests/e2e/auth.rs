@@ -439,6 +439,11 @@ async fn the_api_needs_a_backend_token_with_the_notify_scope() {
             "/notify",
             Some(json!({"group": "g", "data": 1})),
         ),
+        (
+            reqwest::Method::POST,
+            "/notify/batch",
+            Some(json!({"notifications": [{"group": "g", "data": 1}]})),
+        ),
         (reqwest::Method::POST, "/groups/g/close", Some(json!({}))),
         (reqwest::Method::POST, "/users/u/close", Some(json!({}))),
         (reqwest::Method::GET, "/groups", None),

@@ -9,6 +9,7 @@ mod assets;
 mod auth;
 mod backpressure;
 mod bad_input;
+mod batch;
 mod close;
 mod docs;
 mod history;
