@@ -85,6 +85,14 @@ def next_frame(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
     return json.loads(ws.recv(timeout=timeout))
 
 
+def without_epoch(frame: dict[str, Any]) -> dict[str, Any]:
+    """A notify frame minus its ``epoch``, which is random per group history (checked to
+    be there, then left out so the rest can be compared whole)."""
+    epoch = frame.pop("epoch", None)
+    assert isinstance(epoch, str) and epoch, f"notify frame without an epoch: {frame}"
+    return frame
+
+
 def closed_with(ws: ClientConnection, timeout: float = 5) -> tuple[int, str]:
     """Reads until herald closes the connection; its close code and reason."""
     try:

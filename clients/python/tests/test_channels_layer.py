@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from asgiref.sync import async_to_sync
 
-from conftest import closed_with, member, next_frame
+from conftest import closed_with, member, next_frame, without_epoch
 from herald_client import BadRequestError, Herald, InvalidNameError
 from herald_client.channels import HeraldChannelLayer, SocketsMovedToHerald
 from herald_client.tokens import backend_token, browser_token
@@ -22,7 +22,7 @@ def test_group_send_notifies_the_group_with_the_type_as_event_and_the_message_as
     with member(f"{herald.ws_url}/ws/chat_lobby") as ws:
         result = async_to_sync(layer.group_send)("chat_lobby", {"type": "chat.message", "message": "hi"})
         assert result.recipients == 1
-        assert next_frame(ws) == {
+        assert without_epoch(next_frame(ws)) == {
             "type": "notify",
             "group": "chat_lobby",
             "event": "chat.message",

@@ -25,7 +25,7 @@ from .errors import (  # noqa: E402
     UnavailableError,
     UnsupportedMediaTypeError,
 )
-from .models import GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyResult  # noqa: E402
+from .models import GroupDelivery, GroupInfo, GroupList, GroupSummary, History, NotifyResult  # noqa: E402
 from .names import NAME_RULE, InvalidNameError, is_valid_name  # noqa: E402
 from .retry import NO_RETRY, RetryPolicy  # noqa: E402
 
@@ -39,6 +39,7 @@ __all__ = [
     "GroupInfo",
     "GroupList",
     "GroupSummary",
+    "History",
     "Herald",
     "HeraldAPIError",
     "HeraldConnectionError",

@@ -6,12 +6,12 @@ The sync and async clients differ only in how they do I/O; everything herald-spe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from .models import GroupInfo, GroupList, NotifyResult
+from .models import GroupInfo, GroupList, History, NotifyResult
 
 T = TypeVar("T")
 
@@ -65,6 +65,31 @@ def notify(
     return Call("POST", "/notify", NotifyResult.from_json, body=body)
 
 
+def _batch_results(body: Any) -> tuple[NotifyResult, ...]:
+    return tuple(NotifyResult.from_json(r) for r in body["results"])
+
+
+def notify_batch(items: Sequence[Mapping[str, Any]]) -> Call[tuple[NotifyResult, ...]]:
+    """``POST /notify/batch``: each item takes :func:`notify`'s keyword arguments
+    (``group`` or ``groups``, ``event``, ``data``, ``users``), so an item is built exactly
+    like a single notify body; herald publishes all of them in order, or none."""
+    if isinstance(items, Mapping):
+        raise TypeError("notify_batch() takes a sequence of notify items, not one item")
+    bodies = []
+    for index, item in enumerate(items):
+        unknown = set(item) - {"group", "groups", "event", "data", "users"}
+        if unknown or "data" not in item:
+            raise TypeError(
+                f"notify_batch() item {index} must have `data` and only group, groups, "
+                f"event, data, users; got {sorted(item)}"
+            )
+        one = notify(
+            item.get("group"), item.get("groups"), item.get("event", "message"), item["data"], item.get("users")
+        )
+        bodies.append(one.body)
+    return Call("POST", "/notify/batch", _batch_results, body={"notifications": bodies})
+
+
 def _closed(body: Any) -> int:
     return int(body["closed"])
 
@@ -92,6 +117,12 @@ def close_user(user: str, code: int, reason: str) -> Call[int]:
 def group(name: str, limit: int | None) -> Call[GroupInfo]:
     """``GET /groups/{group}``."""
     return Call("GET", f"/groups/{path_segment(name)}", GroupInfo.from_json, params=_limit(limit))
+
+
+def history(name: str, since: int | None, limit: int | None) -> Call[History]:
+    """``GET /groups/{group}/history``."""
+    params = {k: v for k, v in (("since", since), ("limit", limit)) if v is not None}
+    return Call("GET", f"/groups/{path_segment(name)}/history", History.from_json, params=params or None)
 
 
 def groups(limit: int | None) -> Call[GroupList]:

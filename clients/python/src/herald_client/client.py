@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from . import calls
 from .calls import Call
 from .errors import HeraldConnectionError, HeraldTimeoutError
 from .exchange import DEFAULT_LIMITS, DEFAULT_TIMEOUT, Exchange, TokenSource, api_error, is_retryable
-from .models import GroupInfo, GroupList, NotifyResult
+from .models import GroupInfo, GroupList, History, NotifyResult
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -62,6 +62,17 @@ class Herald:
         """Sends ``data`` as ``event`` to every member of ``group`` (or of each of
         ``groups``); with ``users``, only to those users' connections."""
         return self._send(calls.notify(group, groups, event, data, users))
+
+    def notify_batch(self, items: Sequence[Mapping[str, Any]]) -> tuple[NotifyResult, ...]:
+        """Sends many notifications in one request (``POST /notify/batch``, 1-1000
+        items, each a dict of :meth:`notify`'s keyword arguments). herald checks the
+        whole batch first: one bad item refuses all of it (the error names its index)."""
+        return self._send(calls.notify_batch(items))
+
+    def history(self, group: str, since: int | None = None, limit: int | None = None) -> History:
+        """The notifications ``group`` keeps after offset ``since`` (oldest first, at most
+        ``limit``), with the history's epoch and the group's latest offset."""
+        return self._send(calls.history(group, since, limit))
 
     def close_group(self, group: str, code: int = 1000, reason: str = "") -> int:
         """Closes every connection in ``group`` with ``code`` (1000 or 3000-4999) and

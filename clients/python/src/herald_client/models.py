@@ -96,3 +96,25 @@ class GroupList:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GroupList:
         return cls(groups=tuple(GroupSummary.from_json(g) for g in body["groups"]), total=body["total"])
+
+
+@dataclass(frozen=True)
+class History:
+    """``GET /groups/{group}/history``: the group's kept notifications after ``since``."""
+
+    group: str
+    #: The history's epoch: offsets are comparable only within one epoch.
+    epoch: str
+    #: The group's latest offset.
+    offset: int
+    #: The kept notify frames (as clients received them), oldest first.
+    notifications: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> History:
+        return cls(
+            group=body["group"],
+            epoch=body["epoch"],
+            offset=body["offset"],
+            notifications=tuple(body["notifications"]),
+        )
