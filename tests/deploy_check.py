@@ -49,12 +49,17 @@ COUNTERS = {
     "herald_http_requests_total": {"route", "status"},
     "herald_broker_publish_errors_total": set(),
     "herald_broker_reconnects_total": set(),
+    "herald_http_connections_closed_total": {"reason"},
+    "herald_history_recoveries_total": {"outcome"},
     "process_cpu_seconds_total": set(),
 }
 GAUGES = {
     "herald_connections": set(),
     "herald_subscriptions": set(),
     "herald_groups": set(),
+    "herald_http_connections": set(),
+    "herald_history_entries": set(),
+    "herald_history_bytes": set(),
     "herald_build_info": {"version"},
     "process_resident_memory_bytes": set(),
     "process_open_fds": set(),
