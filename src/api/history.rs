@@ -8,7 +8,7 @@ use warp::reply::Response;
 
 use super::{json, ApiError};
 use crate::protocol::wire::text_payload;
-use crate::protocol::{Epoch, GroupName, Offset};
+use crate::protocol::{Epoch, GroupName, Offset, MAX_SINCE};
 use crate::state::AppState;
 
 /// Most notifications one history request returns.
@@ -46,10 +46,13 @@ pub async fn get(
             "limit must be 1 to {MAX_HISTORY_LIMIT}"
         )));
     }
-    let read = state
-        .broker
-        .history(&group, query.since.unwrap_or(0), limit)
-        .await?;
+    let since = query.since.unwrap_or(0);
+    if since > MAX_SINCE {
+        return Err(ApiError::InvalidQuery(format!(
+            "since must be 0 to {MAX_SINCE}"
+        )));
+    }
+    let read = state.broker.history(&group, since, limit).await?;
     let payloads: Vec<_> = read
         .entries
         .iter()

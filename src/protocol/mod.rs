@@ -25,6 +25,10 @@ pub use wire::encode_notify;
 /// A group's position: the offset of the last notification sent to it (0 = none yet).
 pub type Offset = u64;
 
+/// The largest offset a client or backend may name as `since` (2^53 − 1): past it a JSON
+/// number is no longer exact in JavaScript, so no real offset gets there.
+pub const MAX_SINCE: Offset = (1 << 53) - 1;
+
 /// Whether `json` starts like a JSON object (after optional whitespace). serde's derived
 /// structs also read arrays, by position; herald's bodies and frames are objects only.
 pub fn is_json_object(json: &[u8]) -> bool {

@@ -13,7 +13,7 @@ use warp::{Filter, Rejection};
 use crate::api::ApiError;
 use crate::broker::BrokerError;
 use crate::hub::{Delivery, Member};
-use crate::protocol::{Epoch, FrameError, GroupName, Offset, Resume, ServerFrame};
+use crate::protocol::{Epoch, FrameError, GroupName, Offset, Resume, ServerFrame, MAX_SINCE};
 use crate::state::AppState;
 
 /// The resume part of a `/ws/{group}` query; other parameters (`token`) are not ours.
@@ -53,6 +53,9 @@ fn resume(since: Option<Offset>, epoch: Option<String>) -> Result<Option<Resume>
             None => Ok(None),
         };
     };
+    if since > MAX_SINCE {
+        return Err(format!("`since` must be 0 to {MAX_SINCE}"));
+    }
     let epoch = epoch
         .map(|e| Epoch::parse(&e))
         .transpose()
@@ -108,6 +111,12 @@ pub async fn already_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_past_the_json_safe_range_is_refused() {
+        assert!(resume(Some(MAX_SINCE), None).is_ok());
+        assert!(resume(Some(MAX_SINCE + 1), None).is_err());
+    }
 
     #[test]
     fn since_and_epoch_are_checked_together() {
