@@ -20,6 +20,8 @@
 
 #![forbid(unsafe_code)]
 
+mod http;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -28,10 +30,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use memchr::memmem;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -40,8 +41,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_BODY: usize = 64 * 1024;
 /// Most queued frames fed per wake-up before one flush.
 const BATCH: usize = 256;
 
@@ -135,179 +134,13 @@ async fn main() -> std::io::Result<()> {
     }
 }
 
-/// What an upgrade request leaves for the WebSocket: the group, the client's key and any
-/// bytes read past the request.
-struct Upgrade {
-    group: String,
-    key: String,
-    rest: Vec<u8>,
-}
-
 /// One connection: HTTP requests until it closes or upgrades, then the WebSocket. The
 /// HTTP buffers are gone before the WebSocket starts, so idle members stay small.
 async fn serve(mut stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
-    if let Some(up) = http(&mut stream, &state).await {
+    if let Some(up) = http::serve(&mut stream, &state).await {
         websocket(stream, state, up).await;
     }
-}
-
-/// Serves HTTP/1.1 keep-alive requests; returns the upgrade request, if one came.
-async fn http(stream: &mut TcpStream, state: &State) -> Option<Upgrade> {
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
-    loop {
-        // Read a complete request head.
-        let head_len = loop {
-            if let Some(pos) = memmem::find(&buf, b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if buf.len() > MAX_HEAD || !read_more(stream, &mut buf).await {
-                return None;
-            }
-        };
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(
-            req.parse(&buf[..head_len]),
-            Ok(httparse::Status::Complete(_))
-        ) {
-            let _ = respond(
-                stream,
-                400,
-                r#"{"error":"invalid_request","message":"bad request"}"#,
-                true,
-            )
-            .await;
-            return None;
-        }
-        let method = req.method.unwrap_or("").to_string();
-        let path = req.path.unwrap_or("").to_string();
-        let header = |name: &str| {
-            req.headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        };
-        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
-        let content_length = match header("content-length") {
-            None => Some(0),
-            Some(v) => std::str::from_utf8(v)
-                .ok()
-                .and_then(|v| v.trim().parse().ok()),
-        };
-        let Some(content_length) = content_length else {
-            let _ = respond(
-                stream,
-                400,
-                r#"{"error":"invalid_request","message":"bad Content-Length"}"#,
-                true,
-            )
-            .await;
-            return None;
-        };
-        if header("transfer-encoding").is_some() {
-            let _ = respond(
-                stream,
-                400,
-                r#"{"error":"invalid_request","message":"chunked bodies are not supported"}"#,
-                true,
-            )
-            .await;
-            return None;
-        }
-        let ws_key = header("sec-websocket-key").map(|v| String::from_utf8_lossy(v).into_owned());
-        let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
-        if content_length > MAX_BODY {
-            let _ = respond(
-                stream,
-                413,
-                r#"{"error":"payload_too_large","message":"body too large"}"#,
-                true,
-            )
-            .await;
-            return None;
-        }
-        // Read the body.
-        while buf.len() < head_len + content_length {
-            if !read_more(stream, &mut buf).await {
-                return None;
-            }
-        }
-        let body_end = head_len + content_length;
-
-        let keep = match (method.as_str(), path.as_str()) {
-            ("GET", "/healthz") => respond(stream, 200, r#"{"status":"ok"}"#, close).await,
-            ("POST", "/notify") => {
-                let (status, reply) = notify(state, &buf[head_len..body_end]);
-                respond(stream, status, &reply, close).await
-            }
-            ("GET", p) if p.starts_with("/ws/") => {
-                let group = &p[4..];
-                match ws_key {
-                    Some(key) if upgrade && valid_name(group) => {
-                        return Some(Upgrade {
-                            group: group.to_string(),
-                            key,
-                            rest: buf.split_off(body_end),
-                        });
-                    }
-                    _ if !valid_name(group) => {
-                        respond(
-                            stream,
-                            400,
-                            r#"{"error":"invalid_group","message":"bad group name"}"#,
-                            close,
-                        )
-                        .await
-                    }
-                    _ => respond(
-                        stream,
-                        426,
-                        r#"{"error":"upgrade_required","message":"WebSocket upgrade required"}"#,
-                        close,
-                    )
-                    .await,
-                }
-            }
-            _ => {
-                respond(
-                    stream,
-                    404,
-                    r#"{"error":"not_found","message":"no such route"}"#,
-                    close,
-                )
-                .await
-            }
-        };
-        if !keep || close {
-            return None;
-        }
-        buf.drain(..body_end);
-    }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    buf.reserve(2048);
-    matches!(stream.read_buf(buf).await, Ok(n) if n > 0)
-}
-
-/// Writes a JSON response; returns whether the connection is still usable.
-async fn respond(stream: &mut TcpStream, status: u16, body: &str, close: bool) -> bool {
-    let reason = match status {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        426 => "Upgrade Required",
-        _ => "Other",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
-        body.len(),
-        if close { "connection: close\r\n" } else { "" }
-    );
-    stream.write_all(response.as_bytes()).await.is_ok()
 }
 
 /// Handles `POST /notify`: one serialisation, then a refcounted clone per member.
@@ -365,8 +198,8 @@ fn notify(state: &State, body: &[u8]) -> (u16, String) {
 }
 
 /// Completes the upgrade and serves the WebSocket until it closes.
-async fn websocket(mut stream: TcpStream, state: Arc<State>, up: Upgrade) {
-    let Upgrade { group, key, rest } = up;
+async fn websocket(mut stream: TcpStream, state: Arc<State>, up: http::Upgrade) {
+    let http::Upgrade { group, key, rest } = up;
     let id = state.next_conn.fetch_add(1, Relaxed);
     let (tx, mut rx) = mpsc::channel::<Message>(state.send_queue);
     // A member before the 101 goes out, so a client that saw the 101 gets every later notify.
