@@ -2,32 +2,38 @@
 //! through the first. Reports loss, duplicates, the combined delivery rate and the
 //! latency on each node: the second node's is the cross-node latency.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use serde_json::json;
+use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::cpu::PhaseMeters;
-use crate::fanout::{group_names, tally};
-use crate::latency::latency_json;
-use crate::publish::{self, PublishConfig};
-use crate::report::{latency_row, round3, thousands, Report};
-use crate::subs::{SubConfig, Subscribers, WaitEnd};
+use crate::cpu::{CpuUse, PhaseMeters};
+use crate::fanout::{delivery_rate, group_names, subscribe, tally, wait_delivered};
+use crate::latency::Latency;
+use crate::publish::{self, PublishConfig, PublishResult};
+use crate::report::{round3, Outcome, Report};
+use crate::subs::{Subscribers, WaitEnd};
 use crate::target::Target;
 use crate::{Common, ConnectOpts};
 
-#[derive(clap::Args, Debug, Clone)]
+/// The arguments; serialised, the `params` of the JSON line.
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct ClusterArgs {
     /// The node notifies are sent to (`--url`); half the subscribers connect here.
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
     #[command(flatten)]
+    #[serde(skip)]
     pub connect: ConnectOpts,
     /// Base URL of the second node (same Redis); the other half connects here.
     #[arg(long)]
+    #[serde(skip)]
     pub peer_url: String,
     /// Subscribers per node.
     #[arg(long, default_value_t = 5000)]
+    #[serde(rename = "subscribers_per_node")]
     pub subscribers: usize,
     /// Notifies to send through the first node.
     #[arg(long, default_value_t = 20)]
@@ -40,6 +46,7 @@ pub struct ClusterArgs {
     pub payload: usize,
     /// Stop waiting when no delivery arrived for this long (seconds).
     #[arg(long, default_value_t = 10.0)]
+    #[serde(skip)]
     pub idle_timeout: f64,
 }
 
@@ -51,151 +58,119 @@ pub async fn run(a: ClusterArgs) -> Result<Report, String> {
     let groups = group_names(1);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(a.common.timeout);
-    let nodes: Vec<Subscribers> = targets
-        .iter()
-        .map(|target| {
-            Subscribers::spawn(SubConfig {
-                target: target.clone(),
-                count: a.subscribers,
-                groups: groups.clone(),
-                notifies: a.notifies,
-                connect_concurrency: a.connect.connect_concurrency,
-                connect_retries: a.connect.connect_retries,
-                read_buffer: a.connect.read_buffer,
-            })
-        })
-        .collect();
+    // Both nodes' subscribers connect at the same time.
+    let nodes = targets
+        .each_ref()
+        .map(|target| subscribe(target, a.subscribers, &groups, a.notifies, &a.connect));
     for node in &nodes {
         node.wait_connected(deadline).await;
     }
+    let connected = nodes.each_ref().map(Subscribers::connected);
     let connect_s = started.elapsed().as_secs_f64();
-    let connected: Vec<u64> = nodes.iter().map(Subscribers::connected).collect();
 
     let meters = PhaseMeters::start(a.common.hub_pid);
+    let [first, _] = targets;
     let published = publish::spawn(PublishConfig {
-        target: targets[0].clone(),
-        groups: groups.clone(),
+        target: first,
+        groups,
         notifies: a.notifies,
         rate: None,
         publishers: a.publishers,
         payload: a.payload,
         deadline: deadline.into_std(),
     })
-    .await
-    .map_err(|_| "the publisher thread died".to_string())?;
+    .await?;
     let idle = Duration::from_secs_f64(a.idle_timeout);
-    let mut waits = Vec::new();
-    for node in &nodes {
-        let expected = published.expected_deliveries(&node.shared.connected_per_group);
-        waits.push(node.wait_delivered(expected, deadline, idle).await);
+    let mut wait = [WaitEnd::Timeout; 2];
+    for (node, end) in nodes.iter().zip(&mut wait) {
+        *end = wait_delivered(node, &published, deadline, idle).await;
     }
     let cpu = meters.finish();
+    let results = collect(nodes, &published, (connected, connect_s), wait, cpu).await;
+    Ok(report(&a, &results))
+}
+
+/// What a `cluster` run measured: the `results` of its JSON line and its table. Pairs
+/// are [publishing node, peer].
+#[derive(Serialize)]
+struct ClusterResults {
+    connections: [u64; 2],
+    connect_s: f64,
+    notifies_sent: u64,
+    /// On both nodes.
+    deliveries: u64,
+    loss: u64,
+    duplicates: u64,
+    /// First send to last delivery on either node.
+    duration_s: f64,
+    deliveries_per_s: f64,
+    /// On the publishing node.
+    latency_ms: Latency,
+    /// On the peer: publish, Redis, the peer's delivery.
+    cross_node_latency_ms: Latency,
+    wait: [WaitEnd; 2],
+    #[serde(flatten)]
+    cpu: CpuUse,
+}
+
+/// Closes both nodes' subscribers and counts what they received of what was published.
+async fn collect(
+    nodes: [Subscribers; 2],
+    published: &PublishResult,
+    (connections, connect_s): ([u64; 2], f64),
+    wait: [WaitEnd; 2],
+    cpu: CpuUse,
+) -> ClusterResults {
     let last_ns = nodes
         .iter()
-        .map(|n| {
-            n.shared
-                .last_delivery_ns
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        .map(|n| n.shared.last_delivery_ns.load(Relaxed))
         .max()
         .unwrap_or(0);
-    let latencies: Vec<_> = nodes
-        .iter()
-        .map(|n| latency_json(&n.shared.latency.merged()))
-        .collect();
+    let [latency_ms, cross_node_latency_ms] = nodes
+        .each_ref()
+        .map(|n| Latency::of(&n.shared.latency.merged()));
     let mut tallies = Vec::new();
     for node in nodes {
-        let results = node.finish().await;
-        tallies.push(tally(&results, &published, 1));
+        tallies.push(tally(&node.finish().await, published, 1));
     }
-    let received: u64 = tallies.iter().map(|t| t.received).sum();
-    let loss: u64 = tallies.iter().map(|t| t.loss).sum();
-    let duplicates: u64 = tallies.iter().map(|t| t.duplicates).sum();
-    let duration_s = if last_ns > published.first_send_ns && received > 0 {
-        (last_ns - published.first_send_ns) as f64 / 1e9
-    } else {
-        0.0
-    };
-    let deliveries_per_s = if duration_s > 0.0 {
-        (received as f64 / duration_s).round()
-    } else {
-        0.0
-    };
-    let sent = published.accepted.len() as u64;
+    let deliveries: u64 = tallies.iter().map(|t| t.received).sum();
+    let (duration_s, deliveries_per_s) =
+        delivery_rate(published.first_send_ns, last_ns, deliveries);
+    ClusterResults {
+        connections,
+        connect_s: round3(connect_s),
+        notifies_sent: published.accepted.len() as u64,
+        deliveries,
+        loss: tallies.iter().map(|t| t.loss).sum(),
+        duplicates: tallies.iter().map(|t| t.duplicates).sum(),
+        duration_s,
+        deliveries_per_s,
+        latency_ms,
+        cross_node_latency_ms,
+        wait,
+        cpu,
+    }
+}
 
-    let mut report = Report::new(format!(
+fn report(a: &ClusterArgs, r: &ClusterResults) -> Report {
+    let title = format!(
         "cluster: 2 nodes x {} subscribers, {} notifies through the first",
         a.subscribers, a.notifies
-    ));
-    report.ok = waits.iter().all(|w| *w == WaitEnd::Complete)
-        && connected.iter().all(|c| *c == a.subscribers as u64)
-        && sent == a.notifies
-        && loss == 0
-        && duplicates == 0;
-    report.row(
-        "nodes",
-        format!("{} (publish), {}", a.common.url, a.peer_url),
     );
-    report.row(
-        "connections",
-        format!(
-            "{} + {} in {connect_s:.2} s",
-            thousands(connected[0]),
-            thousands(connected[1])
-        ),
-    );
-    report.row(
-        "notifies sent (202)",
-        format!("{}/{}", thousands(sent), thousands(a.notifies)),
-    );
-    report.row("deliveries received", thousands(received));
-    report.row("loss", thousands(loss));
-    report.row("duplicates", thousands(duplicates));
-    report.row(
-        "deliveries/s (both nodes)",
-        thousands(deliveries_per_s as u64),
-    );
-    report.row(
-        "latency on the publishing node p50/p90/p99/max",
-        latency_row(&latencies[0]),
-    );
-    report.row(
-        "cross-node latency p50/p90/p99/max",
-        latency_row(&latencies[1]),
-    );
-    report.cpu_rows(&cpu);
-    report.row(
-        "wait ended",
-        format!("{} / {}", waits[0].as_str(), waits[1].as_str()),
-    );
-    report.json = json!({
-        "scenario": "cluster",
-        "ok": report.ok,
-        "target": a.common.url,
-        "peer": a.peer_url,
-        "params": {
-            "subscribers_per_node": a.subscribers,
-            "notifies": a.notifies,
-            "publishers": a.publishers,
-            "payload": a.payload,
-            "timeout_s": a.common.timeout,
-        },
-        "results": {
-            "connections": connected,
-            "connect_s": round3(connect_s),
-            "notifies_sent": sent,
-            "deliveries": received,
-            "loss": loss,
-            "duplicates": duplicates,
-            "duration_s": round3(duration_s),
-            "deliveries_per_s": deliveries_per_s,
-            "latency_ms": latencies[0],
-            "cross_node_latency_ms": latencies[1],
-            "wait": [waits[0].as_str(), waits[1].as_str()],
-        }
-    });
-    if let Some(results) = report.json["results"].as_object_mut() {
-        results.extend(cpu.json_fields(""));
-    }
-    Ok(report)
+    let ok = r.wait.iter().all(|w| *w == WaitEnd::Complete)
+        && r.connections.iter().all(|c| *c == a.subscribers as u64)
+        && r.notifies_sent == a.notifies
+        && r.loss == 0
+        && r.duplicates == 0;
+    let outcome = Outcome {
+        scenario: "cluster",
+        ok,
+        target: &a.common.url,
+        peer: Some(&a.peer_url),
+        params: a,
+        results: r,
+    };
+    let mut report = Report::new(title, &outcome);
+    report.note("bottleneck", r.cpu.bottleneck());
+    report
 }

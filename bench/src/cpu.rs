@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::procfs::{allowed_cpus, core_jiffies, cpu_time};
 use crate::report::round1;
@@ -68,32 +68,43 @@ impl PhaseMeters {
     }
 }
 
-/// CPU use over one phase, in percent of one core.
-#[derive(Default)]
+/// CPU use over one phase, in percent of one core; serialised as the result fields
+/// `summary` and `bench/run.sh` read.
+#[derive(Default, Serialize)]
 pub struct CpuUse {
+    #[serde(rename = "hub_cpu_pct")]
     pub hub: Option<f64>,
+    #[serde(rename = "client_cpu_pct")]
     pub client: Option<f64>,
+    #[serde(rename = "cores_busy_pct")]
     pub cores_busy: Vec<f64>,
+    #[serde(rename = "hub_core_busy_pct")]
     pub hub_core: Option<f64>,
+    #[serde(rename = "client_core_busy_pct")]
     pub client_core: Option<f64>,
+    /// Other processes' CPU (see [`CoreMeter::others_percent`]).
+    #[serde(rename = "other_cpu_pct")]
     pub others: Option<f64>,
 }
 
 impl CpuUse {
-    /// The JSON result fields, each key prefixed with `prefix` (`""` or `"burst_"`).
-    pub fn json_fields(&self, prefix: &str) -> serde_json::Map<String, Value> {
-        let fields = [
-            ("hub_cpu_pct", serde_json::json!(self.hub)),
-            ("client_cpu_pct", serde_json::json!(self.client)),
-            ("cores_busy_pct", serde_json::json!(self.cores_busy)),
-            ("hub_core_busy_pct", serde_json::json!(self.hub_core)),
-            ("client_core_busy_pct", serde_json::json!(self.client_core)),
-            ("other_cpu_pct", serde_json::json!(self.others)),
-        ];
-        fields
-            .into_iter()
-            .map(|(k, v)| (format!("{prefix}{k}"), v))
-            .collect()
+    /// Which side's core was saturated (>= 90% busy, softirq included) during the
+    /// phase.
+    pub fn bottleneck(&self) -> String {
+        let (hub_core, client_core) = (self.hub_core, self.client_core);
+        let sat = |v: Option<f64>| v.is_some_and(|v| v >= 90.0);
+        let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0}%"));
+        let verdict = match (sat(hub_core), sat(client_core)) {
+            (true, false) => "hub core saturated",
+            (false, true) => "CLIENT core saturated: the hub may be able to do more",
+            (true, true) => "both cores saturated",
+            (false, false) => "neither core saturated (latency/rate-bound)",
+        };
+        format!(
+            "{verdict} (hub core {}, client core {})",
+            show(hub_core),
+            show(client_core)
+        )
     }
 }
 
@@ -155,21 +166,4 @@ impl CoreMeter {
             })
             .collect()
     }
-}
-
-/// Which side's core was saturated (>= 90% busy, softirq included) during a measurement.
-pub fn bottleneck(hub_core: Option<f64>, client_core: Option<f64>) -> String {
-    let sat = |v: Option<f64>| v.is_some_and(|v| v >= 90.0);
-    let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0}%"));
-    let verdict = match (sat(hub_core), sat(client_core)) {
-        (true, false) => "hub core saturated",
-        (false, true) => "CLIENT core saturated: the hub may be able to do more",
-        (true, true) => "both cores saturated",
-        (false, false) => "neither core saturated (latency/rate-bound)",
-    };
-    format!(
-        "{verdict} (hub core {}, client core {})",
-        show(hub_core),
-        show(client_core)
-    )
 }

@@ -5,23 +5,25 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::cpu::PhaseMeters;
-use crate::latency::{latency_json, now_ns};
+use crate::cpu::{CpuUse, PhaseMeters};
+use crate::latency::{now_ns, Latency};
 use crate::publish::{self, PublishConfig, PublishResult};
-use crate::report::round3;
-use crate::report::{latency_row, thousands, Report};
+use crate::report::{round3, Outcome, Report};
 use crate::subs::{SubConfig, SubResult, Subscribers, WaitEnd};
 use crate::target::Target;
 use crate::{Common, ConnectOpts};
 
-#[derive(clap::Args, Debug, Clone)]
+/// The arguments; serialised, the `params` of the JSON line.
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct FanoutArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
     #[command(flatten)]
+    #[serde(skip)]
     pub connect: ConnectOpts,
     /// WebSocket subscribers to open.
     #[arg(long, default_value_t = 1000)]
@@ -43,6 +45,7 @@ pub struct FanoutArgs {
     pub payload: usize,
     /// Stop waiting when no delivery arrived for this long (seconds).
     #[arg(long, default_value_t = 10.0)]
+    #[serde(skip)]
     pub idle_timeout: f64,
 }
 
@@ -116,176 +119,183 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(a.common.timeout);
 
-    let subs = Subscribers::spawn(SubConfig {
-        target: target.clone(),
-        count: a.subscribers,
-        groups: groups.clone(),
-        notifies: a.notifies,
-        connect_concurrency: a.connect.connect_concurrency,
-        connect_retries: a.connect.connect_retries,
-        read_buffer: a.connect.read_buffer,
-    });
-    subs.wait_connected(deadline).await;
+    let subs = subscribe(&target, a.subscribers, &groups, a.notifies, &a.connect);
+    let connected = subs.wait_connected(deadline).await;
     let connect_s = started.elapsed().as_secs_f64();
-    let connected = subs.connected();
 
     let meters = PhaseMeters::start(a.common.hub_pid);
     let published = publish::spawn(PublishConfig {
         target,
-        groups: groups.clone(),
+        groups,
         notifies: a.notifies,
         rate: a.rate,
         publishers: a.publishers,
         payload: a.payload,
         deadline: deadline.into_std(),
     })
-    .await
-    .map_err(|_| "the publisher thread died".to_string())?;
+    .await?;
+    let idle = Duration::from_secs_f64(a.idle_timeout);
+    let wait = wait_delivered(&subs, &published, deadline, idle).await;
+    let cpu = meters.finish();
+    let connect = (connected, connect_s);
+    let results = FanoutResults::collect(subs, &published, connect, wait, cpu, a.groups).await;
+    Ok(report(&a, &results, &published))
+}
+
+/// Spawns `count` subscribers of `target` over `groups` (subscriber i joins group
+/// i % G) that expect seqs `0..notifies`; each scenario then waits for them to connect.
+pub fn subscribe(
+    target: &Target,
+    count: usize,
+    groups: &Arc<Vec<String>>,
+    notifies: u64,
+    connect: &ConnectOpts,
+) -> Subscribers {
+    Subscribers::spawn(SubConfig {
+        target: target.clone(),
+        count,
+        groups: groups.clone(),
+        notifies,
+        connect_concurrency: connect.connect_concurrency,
+        connect_retries: connect.connect_retries,
+        read_buffer: connect.read_buffer,
+    })
+}
+
+/// Waits until `subs` received every delivery `published` is due to cause.
+pub async fn wait_delivered(
+    subs: &Subscribers,
+    published: &PublishResult,
+    deadline: Instant,
+    idle: Duration,
+) -> WaitEnd {
     let expected = published.expected_deliveries(&subs.shared.connected_per_group);
     eprintln!(
         "published {} notifies; waiting for {expected} deliveries",
         published.accepted.len()
     );
-    let idle = Duration::from_secs_f64(a.idle_timeout);
-    let wait = subs.wait_delivered(expected, deadline, idle).await;
-    let cpu = meters.finish();
-    let last_ns = subs.shared.last_delivery_ns.load(Relaxed);
-    let retries = subs.shared.retries.load(Relaxed);
-    let failed = subs.shared.failed.load(Relaxed);
-    let connect_errors = subs
-        .shared
-        .connect_errors
-        .lock()
-        .map(|m| m.clone())
-        .unwrap_or_default();
-    let latency = subs.shared.latency.merged();
-    let results = subs.finish().await;
-    let t = tally(&results, &published, a.groups);
+    subs.wait_delivered(expected, deadline, idle).await
+}
 
-    let duration_s = if last_ns > published.first_send_ns && t.received > 0 {
-        (last_ns - published.first_send_ns) as f64 / 1e9
-    } else {
-        0.0
-    };
-    let deliveries_per_s = if duration_s > 0.0 {
-        (t.received as f64 / duration_s).round()
-    } else {
-        0.0
-    };
-    let publish_s = published
-        .last_reply_ns
-        .saturating_sub(published.first_send_ns) as f64
-        / 1e9;
-    let sent = published.accepted.len() as u64;
-    let lat = latency_json(&latency);
-    let post_lat = published.latency.as_ref().map_or(Value::Null, latency_json);
+/// From the first send to the last delivery, and deliveries per second over it (both 0
+/// when nothing arrived).
+pub fn delivery_rate(first_send_ns: u64, last_delivery_ns: u64, received: u64) -> (f64, f64) {
+    if last_delivery_ns <= first_send_ns || received == 0 {
+        return (0.0, 0.0);
+    }
+    let duration_s = (last_delivery_ns - first_send_ns) as f64 / 1e9;
+    (round3(duration_s), (received as f64 / duration_s).round())
+}
 
-    let mut report = Report::new(format!(
-        "fanout: {} subscribers x {} groups, {} notifies{}",
-        a.subscribers,
-        a.groups,
-        a.notifies,
-        a.rate
-            .map_or(" as fast as possible".to_string(), |r| format!(" at {r}/s"))
-    ));
-    report.ok = wait == WaitEnd::Complete
-        && connected == a.subscribers as u64
-        && sent == a.notifies
-        && t.loss == 0
-        && t.duplicates == 0;
-    report.row("target", &a.common.url);
-    report.row(
-        "connections",
-        format!(
-            "{}/{} in {connect_s:.2} s ({failed} failed, {retries} retries)",
-            thousands(connected),
-            thousands(a.subscribers as u64)
-        ),
-    );
-    report.row(
-        "notifies sent (202)",
-        format!(
-            "{}/{} ({} non-202, {} errors) in {publish_s:.3} s",
-            thousands(sent),
-            thousands(a.notifies),
-            published.non_202,
-            published.errors
-        ),
-    );
-    report.row("hub-reported recipients", thousands(published.recipients));
-    report.row("expected deliveries", thousands(t.expected));
-    report.row("deliveries received", thousands(t.received));
-    report.row("loss", thousands(t.loss));
-    report.row("duplicates", thousands(t.duplicates));
-    if t.foreign + t.unparsed > 0 {
-        report.row(
-            "foreign / unparsed frames",
-            format!("{} / {}", t.foreign, t.unparsed),
-        );
-    }
-    report.row(
-        "duration (first send -> last delivery)",
-        format!("{duration_s:.3} s"),
-    );
-    report.row("deliveries/s", thousands(deliveries_per_s as u64));
-    report.row("latency p50/p90/p99/max", latency_row(&lat));
-    report.row(
-        "POST /notify latency p50/p90/p99/max",
-        latency_row(&post_lat),
-    );
-    report.cpu_rows(&cpu);
-    if !t.ended.is_empty() {
-        report.row("connections ended early", format!("{:?}", t.ended));
-    }
-    if !connect_errors.is_empty() {
-        report.row("connect errors", format!("{connect_errors:?}"));
-    }
-    if let Some(e) = &published.first_error {
-        report.row("first publish error", e);
-    }
-    report.row("wait ended", wait.as_str());
+/// What a `fanout` run measured: the `results` of its JSON line and its table.
+#[derive(Serialize)]
+struct FanoutResults {
+    connections: u64,
+    connect_failed: u64,
+    connect_retries: u64,
+    connect_s: f64,
+    notifies_sent: u64,
+    notifies_non_202: u64,
+    notify_errors: u64,
+    statuses: BTreeMap<u16, u64>,
+    hub_recipients: u64,
+    expected_deliveries: u64,
+    deliveries: u64,
+    loss: u64,
+    duplicates: u64,
+    foreign: u64,
+    unparsed: u64,
+    /// First send to last delivery.
+    duration_s: f64,
+    deliveries_per_s: f64,
+    latency_ms: Latency,
+    /// First send to last reply.
+    publish_s: f64,
+    publish_latency_ms: Option<Latency>,
+    ended_early: BTreeMap<String, u64>,
+    connect_errors: BTreeMap<String, u64>,
+    wait: WaitEnd,
+    #[serde(flatten)]
+    cpu: CpuUse,
+}
 
-    report.json = json!({
-        "scenario": "fanout",
-        "ok": report.ok,
-        "target": a.common.url,
-        "params": {
-            "subscribers": a.subscribers,
-            "groups": a.groups,
-            "notifies": a.notifies,
-            "rate": a.rate,
-            "publishers": a.publishers,
-            "payload": a.payload,
-            "timeout_s": a.common.timeout,
-        },
-        "results": {
-            "connections": connected,
-            "connect_failed": failed,
-            "connect_retries": retries,
-            "connect_s": round3(connect_s),
-            "notifies_sent": sent,
-            "notifies_non_202": published.non_202,
-            "notify_errors": published.errors,
-            "statuses": published.statuses,
-            "hub_recipients": published.recipients,
-            "expected_deliveries": t.expected,
-            "deliveries": t.received,
-            "loss": t.loss,
-            "duplicates": t.duplicates,
-            "foreign": t.foreign,
-            "unparsed": t.unparsed,
-            "duration_s": round3(duration_s),
-            "deliveries_per_s": deliveries_per_s,
-            "latency_ms": lat,
-            "publish_s": round3(publish_s),
-            "publish_latency_ms": post_lat,
-            "ended_early": t.ended,
-            "connect_errors": connect_errors,
-            "wait": wait.as_str(),
+impl FanoutResults {
+    /// Closes the subscribers and counts what they received of what was published.
+    async fn collect(
+        subs: Subscribers,
+        published: &PublishResult,
+        (connected, connect_s): (u64, f64),
+        wait: WaitEnd,
+        cpu: CpuUse,
+        groups: usize,
+    ) -> Self {
+        let shared = subs.shared.clone();
+        let connect_errors = shared
+            .connect_errors
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let latency = Latency::of(&shared.latency.merged());
+        let t = tally(&subs.finish().await, published, groups);
+        let last_ns = shared.last_delivery_ns.load(Relaxed);
+        let (duration_s, deliveries_per_s) =
+            delivery_rate(published.first_send_ns, last_ns, t.received);
+        Self {
+            connections: connected,
+            connect_failed: shared.failed.load(Relaxed),
+            connect_retries: shared.retries.load(Relaxed),
+            connect_s: round3(connect_s),
+            notifies_sent: published.accepted.len() as u64,
+            notifies_non_202: published.non_202,
+            notify_errors: published.errors,
+            statuses: published.statuses.clone(),
+            hub_recipients: published.recipients,
+            expected_deliveries: t.expected,
+            deliveries: t.received,
+            loss: t.loss,
+            duplicates: t.duplicates,
+            foreign: t.foreign,
+            unparsed: t.unparsed,
+            duration_s,
+            deliveries_per_s,
+            latency_ms: latency,
+            publish_s: round3(published.publish_s()),
+            publish_latency_ms: published.latency.as_ref().map(Latency::of),
+            ended_early: t.ended,
+            connect_errors,
+            wait,
+            cpu,
         }
-    });
-    if let Some(results) = report.json["results"].as_object_mut() {
-        results.extend(cpu.json_fields(""));
     }
-    Ok(report)
+}
+
+fn report(a: &FanoutArgs, r: &FanoutResults, published: &PublishResult) -> Report {
+    let pace = a
+        .rate
+        .map_or(" as fast as possible".to_string(), |r| format!(" at {r}/s"));
+    let title = format!(
+        "fanout: {} subscribers x {} groups, {} notifies{pace}",
+        a.subscribers, a.groups, a.notifies
+    );
+    let ok = r.wait == WaitEnd::Complete
+        && r.connections == a.subscribers as u64
+        && r.notifies_sent == a.notifies
+        && r.loss == 0
+        && r.duplicates == 0;
+    let mut report = Report::new(
+        title,
+        &Outcome {
+            scenario: "fanout",
+            ok,
+            target: &a.common.url,
+            peer: None,
+            params: a,
+            results: r,
+        },
+    );
+    report.note("bottleneck", r.cpu.bottleneck());
+    if let Some(e) = &published.first_error {
+        report.note("first publish error", e);
+    }
+    report
 }

@@ -8,20 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde_json::json;
+use serde::Serialize;
 use tokio::time::{timeout, Instant};
 
-use crate::cpu::PhaseMeters;
+use crate::cpu::{CpuUse, PhaseMeters};
 use crate::http::HttpConn;
-use crate::latency::{latency_json, new_histogram, now_ns};
-use crate::report::round3;
-use crate::report::{latency_row, thousands, Report};
+use crate::latency::{new_histogram, now_ns, Latency};
+use crate::report::{round3, Outcome, Report};
 use crate::target::Target;
 use crate::Common;
 
-#[derive(clap::Args, Debug, Clone)]
+/// The arguments; serialised, the `params` of the JSON line.
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct IngestArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
     /// Requests to send in total.
     #[arg(long, default_value_t = 20_000)]
@@ -49,6 +50,21 @@ struct Totals {
     errors: u64,
     first_error: Option<String>,
     latency: Option<Histogram<u64>>,
+}
+
+impl Totals {
+    fn merge(&mut self, t: Totals) {
+        for (s, n) in t.statuses {
+            *self.statuses.entry(s).or_default() += n;
+        }
+        self.errors += t.errors;
+        if self.first_error.is_none() {
+            self.first_error = t.first_error;
+        }
+        if let (Some(a), Some(b)) = (self.latency.as_mut(), t.latency.as_ref()) {
+            a.add(b).expect("same bounds");
+        }
+    }
 }
 
 /// What each worker sends.
@@ -145,19 +161,46 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
         return Err("--requests and --concurrency must be at least 1".into());
     }
     let target = Target::parse(&a.common.url)?;
-    let group = Arc::new(format!("bench-ingest-empty-{:x}", now_ns() % 0xff_ffff));
-    let next = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs_f64(a.common.timeout);
-    let meters = PhaseMeters::start(a.common.hub_pid);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
     let load = Load {
-        group,
+        group: Arc::new(format!("bench-ingest-empty-{:x}", now_ns() % 0xff_ffff)),
         requests: a.requests,
         payload: a.payload,
         batch: a.batch,
     };
-    for _ in 0..a.concurrency {
+    let deadline = Instant::now() + Duration::from_secs_f64(a.common.timeout);
+    let meters = PhaseMeters::start(a.common.hub_pid);
+    let started = Instant::now();
+    let all = send_all(target, load, a.concurrency, deadline).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = meters.finish();
+
+    let answered: u64 = all.statuses.values().sum();
+    let accepted = all.statuses.get(&202).copied().unwrap_or(0);
+    let results = IngestResults {
+        requests: answered,
+        accepted,
+        non_202: answered - accepted,
+        statuses: all.statuses,
+        errors: all.errors,
+        duration_s: round3(elapsed),
+        requests_per_s: (answered as f64 / elapsed.max(1e-9)).round(),
+        notifications_per_s: ((accepted * a.batch) as f64 / elapsed.max(1e-9)).round(),
+        latency_ms: all.latency.as_ref().map(Latency::of),
+        cpu,
+    };
+    Ok(report(&a, &results, all.first_error))
+}
+
+/// Sends `load` over `concurrency` keep-alive connections and adds up what they got.
+async fn send_all(
+    target: Target,
+    load: Load,
+    concurrency: usize,
+    deadline: Instant,
+) -> Result<Totals, String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
         tasks.spawn(worker(target.clone(), load.clone(), next.clone(), deadline));
     }
     let mut all = Totals {
@@ -165,80 +208,51 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
         ..Default::default()
     };
     while let Some(r) = tasks.join_next().await {
-        let t = r.map_err(|e| format!("ingest task failed: {e}"))?;
-        for (s, n) in t.statuses {
-            *all.statuses.entry(s).or_default() += n;
-        }
-        all.errors += t.errors;
-        if all.first_error.is_none() {
-            all.first_error = t.first_error;
-        }
-        if let (Some(a), Some(b)) = (all.latency.as_mut(), t.latency.as_ref()) {
-            a.add(b).expect("same bounds");
-        }
+        all.merge(r.map_err(|e| format!("ingest task failed: {e}"))?);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = meters.finish();
-    let answered: u64 = all.statuses.values().sum();
-    let accepted = all.statuses.get(&202).copied().unwrap_or(0);
-    let non_202 = answered - accepted;
-    let rps = (answered as f64 / elapsed.max(1e-9)).round();
-    let nps = ((accepted * a.batch) as f64 / elapsed.max(1e-9)).round();
-    let lat = all.latency.as_ref().map_or(json!(null), latency_json);
+    Ok(all)
+}
 
+/// What an `ingest` run measured: the `results` of its JSON line and its table.
+#[derive(Serialize)]
+struct IngestResults {
+    /// Requests answered.
+    requests: u64,
+    accepted: u64,
+    non_202: u64,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    duration_s: f64,
+    requests_per_s: f64,
+    /// Notifications accepted per second (a batch counts all of its items).
+    notifications_per_s: f64,
+    latency_ms: Option<Latency>,
+    #[serde(flatten)]
+    cpu: CpuUse,
+}
+
+fn report(a: &IngestArgs, r: &IngestResults, first_error: Option<String>) -> Report {
     let what = if a.batch == 1 {
         "POST /notify".to_string()
     } else {
         format!("POST /notify/batch of {}", a.batch)
     };
-    let mut report = Report::new(format!(
+    let title = format!(
         "ingest: {} {what} to an empty group over {} connections",
         a.requests, a.concurrency
-    ));
-    report.ok = accepted == a.requests && all.errors == 0;
-    report.row("target", &a.common.url);
-    report.row(
-        "requests answered",
-        format!(
-            "{}/{} in {elapsed:.3} s",
-            thousands(answered),
-            thousands(a.requests)
-        ),
     );
-    report.row("requests/s", thousands(rps as u64));
-    report.row("notifications/s (accepted)", thousands(nps as u64));
-    report.row("non-202", format!("{non_202} {:?}", all.statuses));
-    report.row("errors", all.errors);
-    report.row("latency p50/p90/p99/max", latency_row(&lat));
-    report.cpu_rows(&cpu);
-    if let Some(e) = &all.first_error {
-        report.row("first error", e);
+    let outcome = Outcome {
+        scenario: "ingest",
+        ok: r.accepted == a.requests && r.errors == 0,
+        target: &a.common.url,
+        peer: None,
+        params: a,
+        results: r,
+    };
+    let mut report = Report::new(title, &outcome);
+    report.note("bottleneck", r.cpu.bottleneck());
+    if let Some(e) = first_error {
+        report.note("first error", e);
     }
-    report.json = json!({
-        "scenario": "ingest",
-        "ok": report.ok,
-        "target": a.common.url,
-        "params": {
-            "requests": a.requests,
-            "concurrency": a.concurrency,
-            "payload": a.payload,
-            "batch": a.batch,
-            "timeout_s": a.common.timeout,
-        },
-        "results": {
-            "requests": answered,
-            "accepted": accepted,
-            "non_202": non_202,
-            "statuses": all.statuses,
-            "errors": all.errors,
-            "duration_s": round3(elapsed),
-            "requests_per_s": rps,
-            "notifications_per_s": nps,
-            "latency_ms": lat,
-        }
-    });
-    if let Some(results) = report.json["results"].as_object_mut() {
-        results.extend(cpu.json_fields(""));
-    }
-    Ok(report)
+    report
 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::report::round3;
 
@@ -60,17 +60,28 @@ impl ShardedHistogram {
     }
 }
 
-/// p50/p90/p99/max of a µs histogram, in milliseconds, as JSON.
-pub fn latency_json(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return json!({"count": 0, "p50": null, "p90": null, "p99": null, "max": null});
+/// p50/p90/p99/max of a µs histogram, in milliseconds (`null` when nothing was
+/// measured).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Samples recorded.
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Latency {
+    /// The percentiles of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| (!h.is_empty()).then(|| round3(us as f64 / 1000.0));
+        Self {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
     }
-    let ms = |us: u64| round3(us as f64 / 1000.0);
-    json!({
-        "count": h.len(),
-        "p50": ms(h.value_at_quantile(0.50)),
-        "p90": ms(h.value_at_quantile(0.90)),
-        "p99": ms(h.value_at_quantile(0.99)),
-        "max": ms(h.max()),
-    })
 }

@@ -59,17 +59,21 @@ enum Command {
     Summary(summary::SummaryArgs),
 }
 
-/// Options every load subcommand takes.
-#[derive(clap::Args, Debug, Clone)]
+/// Options every load subcommand takes; of these only `timeout_s` is among the `params`
+/// of the JSON line (`url` is its `target`).
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct Common {
     /// Base URL of the hub, e.g. http://127.0.0.1:8080 (loopback only).
     #[arg(long)]
+    #[serde(skip)]
     pub url: String,
     /// Give up after this many seconds and report what was reached (exit status 2).
     #[arg(long, default_value_t = 60.0)]
+    #[serde(rename = "timeout_s")]
     pub timeout: f64,
     /// PID of the hub, to report its CPU use during the measurement.
     #[arg(long)]
+    #[serde(skip)]
     pub hub_pid: Option<u32>,
 }
 

@@ -5,14 +5,17 @@ use std::io;
 use std::time::Duration;
 
 /// Resident set size of `pid` in KiB, from /proc/PID/status.
-pub fn rss_kib(pid: u32) -> io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
+pub fn rss_kib(pid: u32) -> Result<u64, String> {
+    let read = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
+    };
+    read().map_err(|e: io::Error| format!("cannot read /proc/{pid}/status: {e}"))
 }
 
 /// User + system CPU time of process `pid` (all threads), from /proc/PID/stat.

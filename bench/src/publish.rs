@@ -67,6 +67,11 @@ impl PublishResult {
 }
 
 impl PublishResult {
+    /// Seconds from the first send to the last reply.
+    pub fn publish_s(&self) -> f64 {
+        self.last_reply_ns.saturating_sub(self.first_send_ns) as f64 / 1e9
+    }
+
     fn merge(&mut self, other: PublishResult) {
         self.accepted.extend(other.accepted);
         for (a, b) in self
@@ -99,8 +104,11 @@ impl PublishResult {
     }
 }
 
-/// Runs the publishers on a thread of their own; the result arrives on the channel.
-pub fn spawn(cfg: PublishConfig) -> oneshot::Receiver<PublishResult> {
+/// Starts the publishers on a thread of their own, at once; the future gives their
+/// result when they are done.
+pub fn spawn(
+    cfg: PublishConfig,
+) -> impl std::future::Future<Output = Result<PublishResult, String>> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("publishers".into())
@@ -113,7 +121,10 @@ pub fn spawn(cfg: PublishConfig) -> oneshot::Receiver<PublishResult> {
             let _ = tx.send(result);
         })
         .expect("spawn the publisher thread");
-    rx
+    async {
+        rx.await
+            .map_err(|_| "the publisher thread died".to_string())
+    }
 }
 
 async fn run(cfg: PublishConfig) -> PublishResult {

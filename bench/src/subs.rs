@@ -84,22 +84,13 @@ impl SubResult {
     }
 }
 
-/// How waiting for deliveries ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How waiting for deliveries ended (`"complete"`, `"timeout"`, `"idle"` in results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WaitEnd {
     Complete,
     Timeout,
     Idle,
-}
-
-impl WaitEnd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WaitEnd::Complete => "complete",
-            WaitEnd::Timeout => "timeout",
-            WaitEnd::Idle => "idle",
-        }
-    }
 }
 
 pub struct Subscribers {
@@ -143,15 +134,16 @@ impl Subscribers {
         self.shared.connected.load(Relaxed)
     }
 
-    /// Waits until every subscriber has connected or given up, or until `deadline`.
-    pub async fn wait_connected(&self, deadline: Instant) {
+    /// Waits until every subscriber has connected or given up, or until `deadline`;
+    /// returns how many connected.
+    pub async fn wait_connected(&self, deadline: Instant) -> u64 {
         let total = self.cfg.count as u64;
         let mut next_report = Instant::now() + Duration::from_secs(1);
         loop {
             let (ok, failed) = (self.connected(), self.shared.failed.load(Relaxed));
             if ok + failed >= total || Instant::now() >= deadline {
                 eprintln!("connected {ok}/{total} ({failed} failed)");
-                return;
+                return ok;
             }
             if Instant::now() >= next_report {
                 eprintln!("connecting: {ok}/{total} ({failed} failed)");
