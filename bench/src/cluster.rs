@@ -15,7 +15,7 @@ use crate::publish::{self, PublishConfig, PublishResult};
 use crate::report::{round3, Outcome, Report};
 use crate::subs::{Subscribers, WaitEnd};
 use crate::target::Target;
-use crate::{Common, ConnectOpts};
+use crate::{Common, ConnectOpts, SendOpts};
 
 /// The arguments; serialised, the `params` of the JSON line.
 #[derive(clap::Args, Debug, Clone, Serialize)]
@@ -38,16 +38,9 @@ pub struct ClusterArgs {
     /// Notifies to send through the first node.
     #[arg(long, default_value_t = 20)]
     pub notifies: u64,
-    /// Concurrent keep-alive HTTP publishers.
-    #[arg(long, default_value_t = 4)]
-    pub publishers: usize,
-    /// Length of the padding string in each notify's data (bytes).
-    #[arg(long, default_value_t = 64)]
-    pub payload: usize,
-    /// Stop waiting when no delivery arrived for this long (seconds).
-    #[arg(long, default_value_t = 10.0)]
-    #[serde(skip)]
-    pub idle_timeout: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub send: SendOpts,
 }
 
 pub async fn run(a: ClusterArgs) -> Result<Report, String> {
@@ -75,12 +68,12 @@ pub async fn run(a: ClusterArgs) -> Result<Report, String> {
         groups,
         notifies: a.notifies,
         rate: None,
-        publishers: a.publishers,
-        payload: a.payload,
+        publishers: a.send.publishers,
+        payload: a.send.payload,
         deadline: deadline.into_std(),
     })
     .await?;
-    let idle = Duration::from_secs_f64(a.idle_timeout);
+    let idle = Duration::from_secs_f64(a.send.idle_timeout);
     let mut wait = [WaitEnd::Timeout; 2];
     for (node, end) in nodes.iter().zip(&mut wait) {
         *end = wait_delivered(node, &published, deadline, idle).await;

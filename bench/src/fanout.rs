@@ -14,7 +14,7 @@ use crate::publish::{self, PublishConfig, PublishResult};
 use crate::report::{round3, Outcome, Report};
 use crate::subs::{SubConfig, SubResult, Subscribers, WaitEnd};
 use crate::target::Target;
-use crate::{Common, ConnectOpts};
+use crate::{Common, ConnectOpts, SendOpts};
 
 /// The arguments; serialised, the `params` of the JSON line.
 #[derive(clap::Args, Debug, Clone, Serialize)]
@@ -37,16 +37,9 @@ pub struct FanoutArgs {
     /// Total notifies per second; omit to send as fast as the publishers can.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Concurrent keep-alive HTTP publishers.
-    #[arg(long, default_value_t = 4)]
-    pub publishers: usize,
-    /// Length of the padding string in each notify's data (bytes).
-    #[arg(long, default_value_t = 64)]
-    pub payload: usize,
-    /// Stop waiting when no delivery arrived for this long (seconds).
-    #[arg(long, default_value_t = 10.0)]
-    #[serde(skip)]
-    pub idle_timeout: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub send: SendOpts,
 }
 
 /// Group names unique to this run, so offsets and members of earlier runs don't mix in.
@@ -129,12 +122,12 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
         groups,
         notifies: a.notifies,
         rate: a.rate,
-        publishers: a.publishers,
-        payload: a.payload,
+        publishers: a.send.publishers,
+        payload: a.send.payload,
         deadline: deadline.into_std(),
     })
     .await?;
-    let idle = Duration::from_secs_f64(a.idle_timeout);
+    let idle = Duration::from_secs_f64(a.send.idle_timeout);
     let wait = wait_delivered(&subs, &published, deadline, idle).await;
     let cpu = meters.finish();
     let connect = (connected, connect_s);

@@ -91,6 +91,22 @@ pub struct ConnectOpts {
     pub read_buffer: usize,
 }
 
+/// How `fanout` and `cluster` send their notifies, and how long they wait for a
+/// delivery; `publishers` and `payload` are among the `params` of the JSON line.
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct SendOpts {
+    /// Concurrent keep-alive HTTP publishers.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Length of the padding string in each notify's data (bytes).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Stop waiting when no delivery arrived for this long (seconds).
+    #[arg(long, default_value_t = 10.0)]
+    #[serde(skip)]
+    pub idle_timeout: f64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Summary(args) = cli.command {
