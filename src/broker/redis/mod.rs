@@ -160,6 +160,14 @@ impl Shared {
         })
     }
 
+    /// Asks every node to close what `request` names (see [`Control::survey`]) and sums
+    /// their answers: how `close_group` and `close_user` reach other nodes' members.
+    async fn survey(&self, request: impl FnOnce(String) -> Message) -> Result<usize, BrokerError> {
+        self.control
+            .survey(request, async |json| self.publish_control(json).await)
+            .await
+    }
+
     async fn unwatch_if_idle(&self, group: &GroupName) {
         let _watch = self.local.watch_lock(group).await;
         if self.local.hub().subscribers(group) == 0 {
@@ -359,28 +367,22 @@ impl Broker for RedisBroker {
     }
 
     async fn close_group(&self, group: &GroupName, close: Close) -> Result<usize, BrokerError> {
-        let request = |id| Message::CloseGroup {
-            id,
-            group: group.clone(),
-            close,
-        };
-        let shared = &self.shared;
-        shared
-            .control
-            .survey(request, async |json| shared.publish_control(json).await)
+        self.shared
+            .survey(|id| Message::CloseGroup {
+                id,
+                group: group.clone(),
+                close,
+            })
             .await
     }
 
     async fn close_user(&self, user: &UserId, close: Close) -> Result<usize, BrokerError> {
-        let request = |id| Message::CloseUser {
-            id,
-            user: user.clone(),
-            close,
-        };
-        let shared = &self.shared;
-        shared
-            .control
-            .survey(request, async |json| shared.publish_control(json).await)
+        self.shared
+            .survey(|id| Message::CloseUser {
+                id,
+                user: user.clone(),
+                close,
+            })
             .await
     }
 
