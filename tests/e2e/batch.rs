@@ -220,15 +220,7 @@ async fn a_batch_needs_the_notify_scope_and_counts_each_notification() {
         202
     );
 
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for line in [
         r#"herald_notifications_accepted_total{route="/notify/batch"} 3"#,
         r#"herald_notifications_accepted_total{route="/notify"} 1"#,
@@ -242,16 +234,12 @@ async fn a_batch_needs_the_notify_scope_and_counts_each_notification() {
 
 #[tokio::test]
 async fn a_batch_on_one_redis_node_reaches_members_on_both_in_item_order() {
-    use crate::redis::{offsets, redis_node};
-    use crate::redis_server::{available, RedisServer};
-    if !available("redis batch notify") {
+    use crate::helpers::two_nodes;
+    use crate::redis_server::RedisServer;
+    let Some(redis) = RedisServer::start_if_available("redis batch notify") else {
         return;
-    }
-    let redis = RedisServer::start();
-    let (a, b) = (
-        redis_node(&redis.url(), |_| {}).await,
-        redis_node(&redis.url(), |_| {}).await,
-    );
+    };
+    let (a, b) = two_nodes(&redis.url(), |_| {}).await;
     let mut on_a = a.ws("/ws/room").await;
     let mut on_b = b.ws("/ws/room").await;
     let items: Vec<Value> = (0..50)
@@ -271,6 +259,6 @@ async fn a_batch_on_one_redis_node_reaches_members_on_both_in_item_order() {
     let expected: Vec<u64> = (1..=50).collect();
     assert_eq!(got, expected);
     for ws in [&mut on_a, &mut on_b] {
-        assert_eq!(offsets(ws, 50).await, expected);
+        ws.expect_offsets(1..=50).await;
     }
 }

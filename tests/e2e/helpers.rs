@@ -1,25 +1,27 @@
 //! `spawn_app()` and typed helpers shared by every e2e test.
 
 mod raw_http;
+mod redis_nodes;
+mod ws;
 
 pub use raw_http::post_chunked;
+pub use redis_nodes::{redis_node, two_nodes, wait_ready};
+pub use ws::Ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use herald::{Config, Server};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response as Handshake;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// How long a test waits for a frame it expects before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -212,15 +214,29 @@ impl TestApp {
             .await
     }
 
-    /// `GET /groups/{group}`, asserted 200.
-    pub async fn group(&self, group: &str) -> Value {
+    /// `GET path` (with [`TestApp::bearer`]), asserted 200; the JSON reply.
+    pub async fn get_json(&self, path: &str) -> Value {
         let res = self
-            .request(reqwest::Method::GET, &format!("/groups/{group}"))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(res.status(), 200, "GET {path}");
         res.json().await.unwrap()
+    }
+
+    /// `GET /groups/{group}`, asserted 200.
+    pub async fn group(&self, group: &str) -> Value {
+        self.get_json(&format!("/groups/{group}")).await
+    }
+
+    /// One `GET /metrics` scrape, asserted 200 and Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let res = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/plain"), "{ct}");
+        res.text().await.unwrap()
     }
 
     /// Waits until `group` has `n` local subscribers (sessions leave asynchronously).
@@ -296,6 +312,15 @@ where
         .unwrap_or_else(|why| panic!("still not so after {WAIT:?}: {why}"))
 }
 
+/// The value of an unlabelled (or fully spelled-out) `series` in a `/metrics` scrape;
+/// 0 when absent, as Prometheus reads a counter that never moved.
+pub fn series_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Asserts an error body is exactly `{"error": <code>, "message": <non-empty text>}`.
 pub fn assert_error_body(body: &Value, code: &str, what: &str) {
     let obj = body
@@ -318,78 +343,4 @@ pub async fn assert_error(res: reqwest::Response, status: u16, code: &str, what:
     let body: Value = res.json().await.unwrap();
     assert_error_body(&body, code, what);
     body["message"].as_str().unwrap_or_default().to_owned()
-}
-
-/// A test WebSocket client.
-pub struct Ws(pub WebSocketStream<MaybeTlsStream<TcpStream>>);
-
-impl Ws {
-    pub async fn send_json(&mut self, v: Value) {
-        self.0.send(Message::text(v.to_string())).await.unwrap();
-    }
-
-    /// The next text frame as JSON; control frames are skipped.
-    pub async fn recv_json(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.0.next())
-                .await
-                .expect("timed out waiting for a frame")
-                .expect("connection ended")
-                .expect("websocket error");
-            match msg {
-                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
-            }
-        }
-    }
-
-    /// Subscribes on `/ws` and returns the `subscribed` reply.
-    pub async fn subscribe(&mut self, group: &str) -> Value {
-        self.send_json(json!({"type": "subscribe", "group": group}))
-            .await;
-        let reply = self.recv_json().await;
-        assert_eq!(reply["type"], "subscribed", "{reply}");
-        assert_eq!(reply["group"], group);
-        reply
-    }
-
-    /// Reads until the close frame and returns its code and reason; text frames before
-    /// it are returned too, in order.
-    pub async fn read_until_close(&mut self) -> (Vec<Value>, u16, String) {
-        let mut frames = Vec::new();
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.0.next())
-                .await
-                .expect("timed out waiting for close");
-            match msg {
-                Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
-                Some(Ok(Message::Close(Some(f)))) => {
-                    return (frames, u16::from(f.code), f.reason.to_string())
-                }
-                Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
-                None => panic!("connection ended without a close frame"),
-            }
-        }
-    }
-
-    /// Expects a close frame next (after any text frames, which are discarded).
-    pub async fn expect_close(&mut self) -> (u16, String) {
-        let (_, code, reason) = self.read_until_close().await;
-        (code, reason)
-    }
-
-    /// Asserts no text frame arrives within `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.0.next()).await {
-                Err(_) => return,
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                Ok(other) => panic!("expected silence, got {other:?}"),
-            }
-        }
-    }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_auth_app, user_token, TestApp, Ws};
+use crate::helpers::{
+    series_value, spawn_app, spawn_app_with, spawn_auth_app, user_token, TestApp, Ws,
+};
 use crate::process::Herald;
 
 /// Where a client stands after reading one notification: its offset and epoch.
@@ -44,32 +46,9 @@ fn subscribed(group: &str, offset: u64, epoch: &str, recovered: bool) -> Value {
     json!({"type":"subscribed","group":group,"offset":offset,"epoch":epoch,"recovered":recovered})
 }
 
-/// Reads notifications and asserts their offsets are exactly `offsets`, in order.
-async fn expect_offsets(ws: &mut Ws, offsets: std::ops::RangeInclusive<u64>) -> Vec<Value> {
-    let mut frames = Vec::new();
-    for want in offsets {
-        let frame = ws.recv_json().await;
-        assert_eq!(frame["type"], "notify", "{frame}");
-        assert_eq!(frame["offset"], want, "{frame}");
-        frames.push(frame);
-    }
-    frames
-}
-
 /// The value of one series in a `/metrics` scrape (0 when absent).
 async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    series_value(&app.metrics_text().await, series)
 }
 
 #[tokio::test]
@@ -84,7 +63,7 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed_then_live_ones() {
         .ws(&format!("/ws/news?since={since}&epoch={epoch}"))
         .await;
     assert_eq!(back.recv_json().await, subscribed("news", 11, epoch, true));
-    let replayed = expect_offsets(&mut back, since + 1..=since + 10).await;
+    let replayed = back.expect_offsets(since + 1..=since + 10).await;
     let data: Vec<&Value> = replayed.iter().map(|f| &f["data"]).collect();
     assert_eq!(
         data,
@@ -108,10 +87,10 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed_then_live_ones() {
         .send_json(json!({"type":"subscribe","group":"news","since":since,"epoch":epoch}))
         .await;
     assert_eq!(other.recv_json().await, subscribed("news", 12, epoch, true));
-    expect_offsets(&mut other, since + 1..=12).await;
+    other.expect_offsets(since + 1..=12).await;
     app.notify_ok("news", "live", json!("both")).await;
-    expect_offsets(&mut other, 13..=13).await;
-    expect_offsets(&mut back, 13..=13).await;
+    other.expect_offsets(13..=13).await;
+    back.expect_offsets(13..=13).await;
     back.expect_silence(Duration::from_millis(100)).await;
 
     let recovered = r#"herald_history_recoveries_total{outcome="recovered"}"#;
@@ -133,7 +112,7 @@ async fn a_gap_history_cannot_fill_answers_recovered_false_then_live() {
         subscribed("g", 11, &seen.epoch, false)
     );
     app.notify_ok("g", "live", json!("after")).await;
-    expect_offsets(&mut back, 12..=12).await;
+    back.expect_offsets(12..=12).await;
 
     // A wrong epoch, even for an offset that exists.
     let mut wrong = app.ws("/ws").await;
@@ -145,7 +124,7 @@ async fn a_gap_history_cannot_fill_answers_recovered_false_then_live() {
         subscribed("g", 12, &seen.epoch, false)
     );
     app.notify_ok("g", "live", json!("again")).await;
-    expect_offsets(&mut wrong, 13..=13).await;
+    wrong.expect_offsets(13..=13).await;
     let gap = r#"herald_history_recoveries_total{outcome="gap"}"#;
     let epoch_changed = r#"herald_history_recoveries_total{outcome="epoch_changed"}"#;
     assert_eq!(
@@ -166,7 +145,7 @@ async fn a_gap_history_cannot_fill_answers_recovered_false_then_live() {
         subscribed("t", 3, &seen.epoch, false)
     );
     app.notify_ok("t", "live", json!("after")).await;
-    expect_offsets(&mut late, 4..=4).await;
+    late.expect_offsets(4..=4).await;
 }
 
 #[tokio::test]
@@ -271,6 +250,6 @@ async fn resuming_a_group_the_connection_is_already_in_replays_nothing_twice() {
     );
     assert_eq!(reply["recovered"], false);
     app.notify_ok("user:ana", "e", json!(2)).await;
-    expect_offsets(&mut ws, 2..=2).await;
+    ws.expect_offsets(2..=2).await;
     ws.expect_silence(Duration::from_millis(150)).await;
 }

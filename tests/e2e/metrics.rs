@@ -61,16 +61,8 @@ fn normalise(key: &str) -> String {
     format!("{name}{{{}}}", inner.join(","))
 }
 
-async fn scrape_text(app: &TestApp) -> String {
-    let res = app.http.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("text/plain"), "{ct}");
-    res.text().await.unwrap()
-}
-
 async fn scrape(app: &TestApp) -> Scrape {
-    Scrape::parse(&scrape_text(app).await)
+    Scrape::parse(&app.metrics_text().await)
 }
 
 /// Scrapes until `series` reaches `want` (sessions record as they finish writing or
@@ -228,7 +220,7 @@ async fn routes_are_labelled_by_template_never_by_raw_path() {
     app.group("metrics:other").await;
     let res = app.http.get(app.url("/no/such/path")).send().await.unwrap();
     assert_eq!(res.status(), 404);
-    let text = scrape_text(&app).await;
+    let text = app.metrics_text().await;
     assert!(
         !text.contains("metrics:"),
         "a group name leaked into a label"
@@ -301,7 +293,7 @@ async fn every_dashboard_metric_exists_and_the_scrape_passes_promtool() {
     let app = spawn_app().await;
     // Some traffic, so that the labelled HTTP series exist too.
     app.notify_ok("metrics:any", "tick", json!(1)).await;
-    let text = scrape_text(&app).await;
+    let text = app.metrics_text().await;
     let have = Scrape::parse(&text).names();
 
     let wanted = dashboard_metrics();

@@ -4,58 +4,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{mint_token, now, spawn_app_with, user_token, TestApp, Ws, SECRET, WAIT};
+use crate::helpers::{
+    eventually, mint_token, now, poll_until, redis_node, series_value, two_nodes, user_token,
+    wait_ready, TestApp, Ws, SECRET, WAIT,
+};
 use crate::process::Herald;
-use crate::redis_server::{available, cli, RedisServer};
+use crate::redis_server::{cli, RedisServer};
 
-/// A herald node on the Redis at `url`, ready to serve.
-pub async fn redis_node(url: &str, configure: impl FnOnce(&mut herald::Config)) -> TestApp {
-    let url = url.to_owned();
-    let app = spawn_app_with(|c| {
-        c.redis_url = Some(url.into());
-        c.redis_node_ttl = Duration::from_secs(3);
-        configure(c);
-    })
-    .await;
-    wait_ready(&app, true).await;
-    app
-}
-
-/// Waits until `/readyz` answers 200 (`ready`) or 503.
-pub async fn wait_ready(app: &TestApp, ready: bool) {
-    let want = if ready { 200 } else { 503 };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never became {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Reads `n` notify frames and returns their offsets.
-pub async fn offsets(ws: &mut Ws, n: usize) -> Vec<u64> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let frame = ws.recv_json().await;
-        assert_eq!(frame["type"], "notify", "{frame}");
-        out.push(frame["offset"].as_u64().unwrap());
-    }
-    out
-}
-
-/// Like [`offsets`], for thousands of clients at once: the offset is read straight out
+/// Like `Ws::expect_offsets`, for thousands of clients at once: the offset is read straight out
 /// of the frame (herald writes `"offset":N,` before `data`) instead of parsing all of it,
 /// and a slow machine gets a minute per frame.
 async fn quick_offsets(mut ws: Ws, n: usize) -> Vec<u64> {
@@ -83,31 +39,27 @@ async fn quick_offsets(mut ws: Ws, n: usize) -> Vec<u64> {
     out
 }
 
-/// Polls `GET /groups/{group}` on `app` until `subscribers` is `n`.
+/// Polls `GET /groups/{group}` on `app` until `subscribers` is `n`, failing after
+/// `within`.
 async fn wait_count(app: &TestApp, group: &str, n: u64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if app.group(group).await["subscribers"] == n {
-            return;
+    poll_until(within, || async {
+        let got = app.group(group).await["subscribers"].clone();
+        if got == n {
+            Ok(())
+        } else {
+            Err(format!("{got}, not {n}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{group} never counted {n} subscribers across nodes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|why| panic!("{group} never counted {n} subscribers across nodes: {why}"))
 }
 
 #[tokio::test]
 async fn a_notify_on_one_node_reaches_every_member_on_both_exactly_once() {
-    if !available("redis cross-node fan-out") {
+    let Some(redis) = RedisServer::start_if_available("redis cross-node fan-out") else {
         return;
-    }
-    let redis = RedisServer::start();
-    let (a, b) = (
-        redis_node(&redis.url(), |_| {}).await,
-        redis_node(&redis.url(), |_| {}).await,
-    );
+    };
+    let (a, b) = two_nodes(&redis.url(), |_| {}).await;
     let mut clients = Vec::new();
     for node in [&a, &b, &a, &b] {
         clients.push(node.ws("/ws/room").await);
@@ -132,28 +84,25 @@ async fn a_notify_on_one_node_reaches_every_member_on_both_exactly_once() {
     let reply = b.notify_ok("room", "chat", json!({"n": 2})).await;
     assert_eq!(reply["offset"], 2);
     for ws in &mut clients {
-        assert_eq!(offsets(ws, 1).await, [2]);
+        ws.expect_offsets(2..=2).await;
         ws.expect_silence(Duration::from_millis(300)).await;
     }
 }
 
 #[tokio::test]
 async fn both_nodes_publishing_at_once_give_every_member_one_gap_free_sequence() {
-    if !available("redis concurrent publishers") {
-        return;
-    }
     const EACH: usize = 500;
-    let redis = RedisServer::start();
-    let (a, b) = (
-        redis_node(&redis.url(), |_| {}).await,
-        redis_node(&redis.url(), |_| {}).await,
-    );
+    let Some(redis) = RedisServer::start_if_available("redis concurrent publishers") else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis.url(), |_| {}).await;
     let mut readers = Vec::new();
     for node in [&a, &b, &a, &b] {
         let mut ws = node.ws("/ws/race").await;
-        readers.push(tokio::spawn(
-            async move { offsets(&mut ws, 2 * EACH).await },
-        ));
+        // Every member: 1..=1000 strictly increasing, no gap.
+        readers.push(tokio::spawn(async move {
+            ws.expect_offsets(1..=2 * EACH as u64).await;
+        }));
     }
     let publish = |node: &TestApp| {
         let (http, url) = (node.http.clone(), node.url("/notify"));
@@ -172,27 +121,19 @@ async fn both_nodes_publishing_at_once_give_every_member_one_gap_free_sequence()
     let (pa, pb) = (publish(&a), publish(&b));
     pa.await.unwrap();
     pb.await.unwrap();
-    let expected: Vec<u64> = (1..=2 * EACH as u64).collect();
     for reader in readers {
-        assert_eq!(
-            reader.await.unwrap(),
-            expected,
-            "strictly increasing, no gap"
-        );
+        reader.await.unwrap();
     }
 }
 
 #[tokio::test]
 async fn targeting_and_closes_issued_on_one_node_reach_members_on_the_other() {
-    if !available("redis cross-node targeting and close") {
+    let Some(redis) = RedisServer::start_if_available("redis cross-node targeting and close")
+    else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let auth = |c: &mut herald::Config| c.jwt_secret = Some(SECRET.to_owned().into());
-    let (a, mut b) = (
-        redis_node(&redis.url(), auth).await,
-        redis_node(&redis.url(), auth).await,
-    );
+    let (a, mut b) = two_nodes(&redis.url(), auth).await;
     b.bearer = Some(mint_token(
         json!({"sub": "backend", "exp": now() + 600, "scope": "notify"}),
     ));
@@ -236,24 +177,22 @@ async fn targeting_and_closes_issued_on_one_node_reach_members_on_the_other() {
 
 #[tokio::test]
 async fn counts_cover_every_node_and_a_killed_node_drops_out_after_its_ttl() {
-    if !available("redis cluster-wide counts") {
+    let Some(redis) = RedisServer::start_if_available("redis cluster-wide counts") else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let a = redis_node(&redis.url(), |_| {}).await;
     let other = Herald::start(
         &["--redis-url", &redis.url(), "--redis-node-ttl", "2s"],
         &[],
     );
     // It listens at once but serves groups only once Redis answers.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while reqwest::get(other.url("/readyz")).await.unwrap().status() != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the process node never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(|| async {
+        match reqwest::get(other.url("/readyz")).await.unwrap().status() {
+            status if status == 200 => Ok(()),
+            status => Err(format!("the process node never became ready ({status})")),
+        }
+    })
+    .await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let (ws, _) = tokio_tungstenite::connect_async(other.ws_url("/ws/count"))
@@ -263,15 +202,7 @@ async fn counts_cover_every_node_and_a_killed_node_drops_out_after_its_ttl() {
     }
     let _mine = [a.ws("/ws/count").await, a.ws("/ws/count").await];
     wait_count(&a, "count", 5, WAIT).await;
-    let list: Value = a
-        .http
-        .get(a.url("/groups"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = a.get_json("/groups").await;
     assert_eq!(
         list["groups"],
         json!([{"group": "count", "subscribers": 5}])
@@ -284,18 +215,14 @@ async fn counts_cover_every_node_and_a_killed_node_drops_out_after_its_ttl() {
 
 #[tokio::test]
 async fn with_redis_down_notify_is_503_and_clients_stay_then_delivery_resumes_once() {
-    if !available("redis outage") {
+    let Some(mut redis) = RedisServer::start_if_available("redis outage") else {
         return;
-    }
-    let mut redis = RedisServer::start();
-    let (a, b) = (
-        redis_node(&redis.url(), |_| {}).await,
-        redis_node(&redis.url(), |_| {}).await,
-    );
+    };
+    let (a, b) = two_nodes(&redis.url(), |_| {}).await;
     let (mut on_a, mut on_b) = (a.ws("/ws/outage").await, b.ws("/ws/outage").await);
     a.notify_ok("outage", "e", json!(1)).await;
-    assert_eq!(offsets(&mut on_a, 1).await, [1]);
-    assert_eq!(offsets(&mut on_b, 1).await, [1]);
+    on_a.expect_offsets(1..=1).await;
+    on_b.expect_offsets(1..=1).await;
 
     redis.stop();
     wait_ready(&a, false).await;
@@ -319,34 +246,20 @@ async fn with_redis_down_notify_is_503_and_clients_stay_then_delivery_resumes_on
     let reply = b.notify_ok("outage", "e", json!(3)).await;
     assert_eq!(reply["offset"], 1);
     for ws in [&mut on_a, &mut on_b] {
-        assert_eq!(offsets(ws, 1).await, [1]);
+        ws.expect_offsets(1..=1).await;
         ws.expect_silence(Duration::from_millis(300)).await;
     }
-    let metrics = a
-        .http
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let metrics = a.metrics_text().await;
+    let value = |name: &str| series_value(&metrics, name);
     assert!(value("herald_broker_reconnects_total") >= 1.0, "{metrics}");
     assert!(value("herald_broker_publish_errors_total") >= 1.0);
 }
 
 #[tokio::test]
 async fn a_node_subscribes_only_to_groups_it_serves_and_leaves_with_the_last_member() {
-    if !available("redis channel subscriptions") {
+    let Some(redis) = RedisServer::start_if_available("redis channel subscriptions") else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let a = redis_node(&redis.url(), |_| {}).await;
     a.notify_ok("elsewhere", "e", json!(1)).await;
     let mut ws = a.ws("/ws").await;
@@ -372,16 +285,12 @@ async fn a_node_subscribes_only_to_groups_it_serves_and_leaves_with_the_last_mem
 // Two workers: both nodes, 4,000 clients and the publishers share this test's runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_with_2000_members_each_get_500_notifications_without_loss() {
-    if !available("redis fan-out at size") {
-        return;
-    }
     const PER_NODE: usize = 2000;
     const NOTIFICATIONS: usize = 500;
-    let redis = RedisServer::start();
-    let (a, b) = (
-        redis_node(&redis.url(), |_| {}).await,
-        redis_node(&redis.url(), |_| {}).await,
-    );
+    let Some(redis) = RedisServer::start_if_available("redis fan-out at size") else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis.url(), |_| {}).await;
     let mut readers = Vec::new();
     for node in [&a, &b] {
         for _ in 0..PER_NODE {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::redis::{offsets, redis_node};
+use crate::helpers::two_nodes;
 use crate::redis_server::{available, cli, RedisCluster};
 
 #[tokio::test]
@@ -15,8 +15,7 @@ async fn on_a_redis_cluster_a_notify_reaches_every_member_on_both_nodes_once() {
     }
     let cluster = RedisCluster::start();
     let cluster_mode = |c: &mut herald::Config| c.redis_cluster = true;
-    let a = redis_node(&cluster.urls(), cluster_mode).await;
-    let b = redis_node(&cluster.urls(), cluster_mode).await;
+    let (a, b) = two_nodes(&cluster.urls(), cluster_mode).await;
     let groups = ["room:1", "room:2", "room:3", "room:4"];
     let mut clients = Vec::new();
     for group in groups {
@@ -49,7 +48,7 @@ async fn on_a_redis_cluster_a_notify_reaches_every_member_on_both_nodes_once() {
         }
     }
     for (_, ws) in &mut clients {
-        assert_eq!(offsets(ws, 3).await, [1, 2, 3]);
+        ws.expect_offsets(1..=3).await;
         ws.expect_silence(Duration::from_millis(200)).await;
     }
     let res = b.close_group("room:1", json!({"code": 4000})).await;

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, Ws};
-use crate::redis::redis_node;
-use crate::redis_server::{available, cli, RedisServer};
+use crate::helpers::{mint_token, now, redis_node, two_nodes, user_token, TestApp, Ws, SECRET};
+use crate::redis_server::{cli, RedisServer};
 
 /// Notifies through `app` and asserts it was accepted with `offset`.
 async fn notify_at(app: &TestApp, offset: u64, data: Value) {
@@ -16,24 +15,18 @@ async fn notify_at(app: &TestApp, offset: u64, data: Value) {
     assert_eq!(reply["offset"], offset, "{reply}");
 }
 
-/// Reads notify frames and asserts their offsets are exactly `offsets`.
+/// Reads notify frames and asserts their offsets are exactly `offsets`, all in `epoch`.
 async fn expect_offsets(ws: &mut Ws, offsets: std::ops::RangeInclusive<u64>, epoch: &str) {
-    for want in offsets {
-        let frame = ws.recv_json().await;
-        assert_eq!(
-            (&frame["offset"], &frame["epoch"]),
-            (&json!(want), &json!(epoch)),
-            "{frame}"
-        );
+    for frame in ws.expect_offsets(offsets).await {
+        assert_eq!(frame["epoch"], epoch, "{frame}");
     }
 }
 
 #[tokio::test]
 async fn a_client_dropped_by_one_node_resumes_on_another_and_restarts_keep_the_epoch() {
-    if !available("redis_history") {
+    let Some(redis) = RedisServer::start_if_available("redis_history") else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let a = redis_node(&redis.url(), |_| {}).await;
     let b = redis_node(&redis.url(), |c| c.history_ttl = Duration::from_secs(60)).await;
 
@@ -70,14 +63,7 @@ async fn a_client_dropped_by_one_node_resumes_on_another_and_restarts_keep_the_e
         cli(redis.port, &["GET", "herald:{room}:epoch"]).trim(),
         epoch
     );
-    let history: Value = a
-        .request(reqwest::Method::GET, "/groups/room/history?since=10")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = a.get_json("/groups/room/history?since=10").await;
     assert_eq!(
         (&history["epoch"], &history["offset"]),
         (&json!(epoch), &json!(12))
@@ -110,16 +96,13 @@ async fn a_client_dropped_by_one_node_resumes_on_another_and_restarts_keep_the_e
 
 #[tokio::test]
 async fn targeted_notifications_replay_only_to_their_users_across_nodes() {
-    if !available("redis_history targeting") {
+    let Some(redis) = RedisServer::start_if_available("redis_history targeting") else {
         return;
-    }
-    let redis = RedisServer::start();
-    let secret = crate::helpers::SECRET.to_owned();
-    let auth = |c: &mut herald::Config| c.jwt_secret = Some(secret.clone().into());
-    let a = redis_node(&redis.url(), auth).await;
-    let mut b = redis_node(&redis.url(), auth).await;
-    b.bearer = Some(crate::helpers::mint_token(
-        json!({"sub":"backend","exp": crate::helpers::now() + 600,"scope":"notify"}),
+    };
+    let auth = |c: &mut herald::Config| c.jwt_secret = Some(SECRET.to_owned().into());
+    let (a, mut b) = two_nodes(&redis.url(), auth).await;
+    b.bearer = Some(mint_token(
+        json!({"sub":"backend","exp": now() + 600,"scope":"notify"}),
     ));
     for (users, data) in [(json!(["ana"]), "for ana"), (json!(null), "for all")] {
         let mut body = json!({"group":"room","data":data});
@@ -128,14 +111,7 @@ async fn targeted_notifications_replay_only_to_their_users_across_nodes() {
         }
         assert_eq!(b.notify(body).await.status(), 202);
     }
-    let epoch = b
-        .request(reqwest::Method::GET, "/groups/room/history")
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["epoch"]
+    let epoch = b.get_json("/groups/room/history").await["epoch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -144,9 +120,7 @@ async fn targeted_notifications_replay_only_to_their_users_across_nodes() {
         ("ana", vec!["for ana", "for all"]),
         ("bob", vec!["for all"]),
     ] {
-        let mut ws = a
-            .ws_as(&url, &crate::helpers::user_token(user, &["room"]))
-            .await;
+        let mut ws = a.ws_as(&url, &user_token(user, &["room"])).await;
         assert_eq!(ws.recv_json().await["recovered"], true);
         for data in want {
             assert_eq!(ws.recv_json().await["data"], data, "{user}");

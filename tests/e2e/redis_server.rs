@@ -59,6 +59,12 @@ impl RedisServer {
         Self::spawn(free_port(), false)
     }
 
+    /// [`RedisServer::start`] for `test`, or `None` (after [`available`]'s SKIP line)
+    /// where no redis-server is installed.
+    pub fn start_if_available(test: &str) -> Option<Self> {
+        available(test).then(Self::start)
+    }
+
     fn spawn(port: u16, cluster: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("herald-redis-{port}"));
         std::fs::create_dir_all(&dir).unwrap();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::helpers::{spawn_app_with, TestApp, Ws, WAIT};
@@ -50,12 +50,7 @@ async fn resume_and_read(app: &TestApp, group: &str, since: u64, epoch: &str, un
     let subscribed = ws.recv_json().await;
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
     assert_eq!(subscribed["recovered"], true, "since {since}: {subscribed}");
-    let mut expected = since + 1;
-    while expected <= until {
-        let frame: Value = ws.recv_json().await;
-        assert_eq!(frame["offset"], expected, "since {since}: {frame}");
-        expected += 1;
-    }
+    ws.expect_offsets(since + 1..=until).await;
 }
 
 #[tokio::test]
@@ -67,14 +62,7 @@ async fn every_offset_after_since_arrives_once_in_order_while_publishing_continu
     // The first notification fixes the epoch.
     let first = app.notify_ok(group, "e", json!("start")).await;
     assert_eq!(first["offset"], 1);
-    let history: Value = app
-        .request(reqwest::Method::GET, "/groups/seam/history?limit=1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = app.get_json("/groups/seam/history?limit=1").await;
     let epoch = history["epoch"].as_str().unwrap().to_owned();
     let published = Arc::new(AtomicU64::new(1));
 
