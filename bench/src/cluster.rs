@@ -43,6 +43,7 @@ pub struct ClusterArgs {
     pub send: SendOpts,
 }
 
+/// Runs `cluster`: subscribers on both nodes, notifies through the first, report.
 pub async fn run(a: ClusterArgs) -> Result<Report, String> {
     if a.subscribers == 0 || a.notifies == 0 {
         return Err("--subscribers and --notifies must be at least 1".into());

@@ -58,6 +58,7 @@ pub struct ConnsArgs {
     pub settle: f64,
 }
 
+/// Runs `conns`: RSS before, with every connection idle, after a burst and after close.
 pub async fn run(a: ConnsArgs) -> Result<Report, String> {
     if a.connections == 0 || a.groups == 0 {
         return Err("--connections and --groups must be at least 1".into());

@@ -100,6 +100,7 @@ pub fn tally(results: &[SubResult], published: &PublishResult, groups: usize) ->
     t
 }
 
+/// Runs `fanout`: connect the subscribers, publish, wait for every delivery, report.
 pub async fn run(a: FanoutArgs) -> Result<Report, String> {
     if a.subscribers == 0 || a.groups == 0 || a.notifies == 0 {
         return Err("--subscribers, --groups and --notifies must be at least 1".into());

@@ -156,6 +156,7 @@ async fn worker(target: Target, load: Load, next: Arc<AtomicU64>, deadline: Inst
     totals
 }
 
+/// Runs `ingest`: every request over the keep-alive connections, then the rates.
 pub async fn run(a: IngestArgs) -> Result<Report, String> {
     if a.requests == 0 || a.concurrency == 0 {
         return Err("--requests and --concurrency must be at least 1".into());

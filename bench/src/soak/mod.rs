@@ -77,6 +77,7 @@ pub struct SoakArgs {
     pub payload: usize,
 }
 
+/// Runs `soak`: open everything, then churn, publish and sample for `--duration`.
 pub async fn run(a: SoakArgs) -> Result<Report, String> {
     if a.connections == 0 || a.groups == 0 || !(a.duration > 0.0 && a.rate > 0.0) {
         return Err("--connections, --groups, --duration and --rate must be positive".into());
