@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 
-import { Herald, WAIT_MS, launchBrowser, mintToken, now, sleep, waitForState } from "./support.js";
+import { Herald, WAIT_MS, launchBrowser, mintToken, now, sleep, waitForState, waitForSubscribers } from "./support.js";
 
 const SECRET = randomBytes(32).toString("hex");
 const BACKEND = () => mintToken(SECRET, { sub: "backend", exp: now() + 600, scope: "notify" });
@@ -40,12 +40,7 @@ test("a pasted token authenticates the browser through the subprotocol, never th
   await page.click('#token-form button[type="submit"]');
   await waitForState(page, "open");
 
-  let group;
-  const deadline = Date.now() + WAIT_MS;
-  do {
-    group = (await herald.api("GET", "/groups/room:7", undefined, BACKEND())).body;
-    if (group.subscribers !== 1) await sleep(50);
-  } while (group.subscribers !== 1 && Date.now() < deadline);
+  const group = await waitForSubscribers(herald, "room:7", 1, BACKEND());
   assert.deepEqual(group.users, ["42"], "herald knows the browser as the token's sub");
   assert.ok(sockets.length > 0);
   for (const url of sockets) {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-import { Herald, ROOT, WAIT_MS, launchBrowser, shownOffsets, sleep, waitForState } from "./support.js";
+import { Herald, ROOT, WAIT_MS, launchBrowser, shownOffsets, sleep, waitForState, waitForSubscribers } from "./support.js";
 
 let browser;
 before(async () => {
@@ -24,19 +24,8 @@ async function pageIn(t, group) {
   t.after(() => page.close());
   await page.goto(herald.url(`/?group=${encodeURIComponent(group)}`));
   await waitForState(page, "open");
-  await subscribers(herald, group, 1);
+  await waitForSubscribers(herald, group, 1);
   return { herald, page };
-}
-
-/** Waits until herald counts `n` members in `group`. */
-async function subscribers(herald, group, n) {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const { body } = await herald.api("GET", `/groups/${encodeURIComponent(group)}`);
-    if (body.subscribers === n) return;
-    if (Date.now() > deadline) throw new Error(`${group} has ${body.subscribers} subscribers, not ${n}`);
-    await sleep(50);
-  }
 }
 
 test("the demo page connects and shows a backend's POST /notify live, with its offset", async (t) => {
@@ -93,7 +82,7 @@ test("when herald restarts (1012) the page reconnects, joins again and gets what
   assert.equal(await restartEntry.getAttribute("data-reason"), "service_restart");
   assert.equal(await restartEntry.getAttribute("data-reconnecting"), "true");
   await waitForState(page, "open");
-  await subscribers(herald, "room:4", 1);
+  await waitForSubscribers(herald, "room:4", 1);
 
   // The memory broker's offsets start again in the new process.
   await herald.api("POST", "/notify", { group: "room:4", data: "after" });
@@ -108,7 +97,7 @@ test("screenshot of the demo page (target/browser/demo.png)", async (t) => {
   await page.click('#join-form button[type="submit"]'); // already in room:1: no second chip
   await page.fill('#join-form input[name="group"]', "news");
   await page.click('#join-form button[type="submit"]');
-  await subscribers(herald, "news", 1);
+  await waitForSubscribers(herald, "news", 1);
   for (const [group, event, data] of [
     ["room:1", "chat.message", { user: "ada", text: "hello, room" }],
     ["news", "story.published", { id: 17, title: "herald ships a browser client" }],

@@ -158,6 +158,30 @@ export function sleep(ms) {
   return new Promise((ok) => setTimeout(ok, ms));
 }
 
+/**
+ * Polls `check` (sync or async) until it returns a truthy value, and returns that value;
+ * after `timeout` ms fails, saying `what` (a string, or a function asked at that moment).
+ */
+export async function waitUntil(check, what, timeout = WAIT_MS) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting until ${typeof what === "function" ? what() : what}`);
+    await sleep(25);
+  }
+}
+
+/** Waits until `herald` counts `n` members in `group` (asking with `token` when given); returns the group. */
+export async function waitForSubscribers(herald, group, n, token) {
+  let seen;
+  return waitUntil(async () => {
+    const { body } = await herald.api("GET", `/groups/${encodeURIComponent(group)}`, undefined, token);
+    seen = body.subscribers;
+    return seen === n && body;
+  }, () => `${group} has ${n} subscribers (it has ${seen})`);
+}
+
 /** The offsets the demo page shows for `group`, in page order. */
 export async function shownOffsets(page, group) {
   return page.$$eval(`#log li.notify[data-group="${group}"]`, (items) => items.map((li) => Number(li.dataset.offset)));
