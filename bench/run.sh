@@ -198,6 +198,7 @@ if [ "$MODE" = full ]; then
         "ingest-20000|ingest 20,000 requests at concurrency 64|ingest --requests 20000 --concurrency 64"
         "ingest-batch-100|ingest 5,000 batches of 100 at concurrency 16|ingest --requests 5000 --batch 100 --concurrency 16|herald bun"
         "ingest-batch-1000|ingest 500 batches of 1,000 at concurrency 4|ingest --requests 500 --batch 1000 --concurrency 4|herald bun"
+        "fanout-batch-100x100|fanout 100 groups x 100 subs x 20,000 notifies in batches of 100|fanout --subscribers 10000 --groups 100 --notifies 20000 --batch 100|herald bun"
     )
 else
     SCENARIOS=(
@@ -208,6 +209,7 @@ else
         "conns-2000|conns 2,000 idle + burst of 5|conns --connections 2000 --groups 20 --burst 5 --settle 0.5"
         "ingest-2000|ingest 2,000 requests at concurrency 16|ingest --requests 2000 --concurrency 16"
         "ingest-batch-100|ingest 200 batches of 100 at concurrency 4|ingest --requests 200 --batch 100 --concurrency 4|herald bun"
+        "fanout-batch-10x100|fanout 10 groups x 100 subs x 2,000 notifies in batches of 100|fanout --subscribers 1000 --groups 10 --notifies 2000 --batch 100|herald bun"
     )
 fi
 

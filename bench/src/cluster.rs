@@ -71,6 +71,7 @@ pub async fn run(a: ClusterArgs) -> Result<Report, String> {
         rate: None,
         publishers: a.send.publishers,
         payload: a.send.payload,
+        batch: a.send.batch,
         deadline: deadline.into_std(),
     })
     .await?;

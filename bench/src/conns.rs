@@ -176,6 +176,7 @@ async fn burst(
         rate: None,
         publishers: a.publishers,
         payload: a.payload,
+        batch: 1,
         deadline: deadline.into_std(),
     })
     .await?;

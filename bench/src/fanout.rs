@@ -125,6 +125,7 @@ pub async fn run(a: FanoutArgs) -> Result<Report, String> {
         rate: a.rate,
         publishers: a.send.publishers,
         payload: a.send.payload,
+        batch: a.send.batch,
         deadline: deadline.into_std(),
     })
     .await?;

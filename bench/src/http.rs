@@ -143,10 +143,13 @@ fn invalid(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// The unsigned integer after `"key":` in `json` (a byte scan, no parsing).
-pub fn scan_u64(json: &[u8], key: &[u8]) -> Option<u64> {
-    let pos = memmem::find(json, key)? + key.len();
-    parse_u64(&json[pos..]).map(|(v, _)| v)
+/// The sum of every number that follows `key` in `json` (e.g. each item's `recipients`
+/// in a `POST /notify/batch` reply).
+pub fn sum_u64(json: &[u8], key: &[u8]) -> u64 {
+    memmem::find_iter(json, key)
+        .filter_map(|at| parse_u64(&json[at + key.len()..]))
+        .map(|(v, _)| v)
+        .sum()
 }
 
 /// Leading decimal digits of `s` (after optional spaces) and how many bytes they took.
@@ -169,11 +172,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sums_every_number_after_a_key() {
+        let reply = br#"{"results":[{"id":"a","offset":1,"recipients":3},{"id":"b","offset":2,"recipients": 4}]}"#;
+        assert_eq!(sum_u64(reply, b"\"recipients\":"), 7);
+        assert_eq!(sum_u64(b"{}", b"\"recipients\":"), 0);
+    }
+
+    #[test]
     fn scans_numbers() {
         let body = br#"{"id":"x","offset":17,"recipients": 42}"#;
-        assert_eq!(scan_u64(body, b"\"offset\":"), Some(17));
-        assert_eq!(scan_u64(body, b"\"recipients\":"), Some(42));
-        assert_eq!(scan_u64(body, b"\"missing\":"), None);
+        assert_eq!(sum_u64(body, b"\"offset\":"), 17);
+        assert_eq!(sum_u64(body, b"\"recipients\":"), 42);
+        assert_eq!(sum_u64(body, b"\"missing\":"), 0);
         assert_eq!(parse_u64(b"123,"), Some((123, 3)));
         assert_eq!(parse_u64(b"x"), None);
     }

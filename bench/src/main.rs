@@ -101,6 +101,10 @@ pub struct SendOpts {
     /// Length of the padding string in each notify's data (bytes).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Notifies per request: 1 sends `POST /notify`, more send `POST /notify/batch` with
+    /// that many consecutive notifies (each still to its own round-robin group).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: u64,
     /// Stop waiting when no delivery arrived for this long (seconds).
     #[arg(long, default_value_t = 10.0)]
     #[serde(skip)]

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use crate::http::{scan_u64, HttpConn};
+use crate::http::{sum_u64, HttpConn};
 use crate::latency::{new_histogram, now_ns};
 use crate::target::Target;
 
@@ -34,6 +34,8 @@ pub struct PublishConfig {
     pub publishers: usize,
     /// Length of the `pad` string in each notify's data.
     pub payload: usize,
+    /// Notifies per request: 1 = `POST /notify`, more = `POST /notify/batch`.
+    pub batch: u64,
     /// No request starts after this.
     pub deadline: std::time::Instant,
 }
@@ -157,14 +159,16 @@ async fn publisher(cfg: PublishConfig, next: Arc<AtomicU64>, start: Instant) -> 
         ..Default::default()
     };
     let mut conn: Option<HttpConn> = None;
-    let mut body = Vec::with_capacity(128 + cfg.payload);
+    let batch = cfg.batch.max(1);
+    let mut body = Vec::with_capacity((128 + cfg.payload) * batch as usize);
     loop {
-        let i = next.fetch_add(1, Relaxed);
-        if i >= cfg.notifies || std::time::Instant::now() >= cfg.deadline {
+        let first = next.fetch_add(batch, Relaxed);
+        if first >= cfg.notifies || std::time::Instant::now() >= cfg.deadline {
             break;
         }
+        let seqs = first..(first + batch).min(cfg.notifies);
         if let Some(rate) = cfg.rate {
-            sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+            sleep_until(start + Duration::from_secs_f64(first as f64 / rate)).await;
         }
         if conn.is_none() {
             match HttpConn::connect(&cfg.target).await {
@@ -172,30 +176,27 @@ async fn publisher(cfg: PublishConfig, next: Arc<AtomicU64>, start: Instant) -> 
                 Err(e) => {
                     note_error(&mut r, format!("connect: {e}"));
                     sleep(Duration::from_millis(10)).await;
+                    // The seqs taken are not sent: count them as not accepted.
                     continue;
                 }
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let g = (i % groups) as usize;
         let t = now_ns();
-        body.clear();
-        let _ = write!(
-            body,
-            r#"{{"group":"{}","event":"bench","data":{{"seq":{i},"t":{t},"pad":"{pad}"}}}}"#,
-            cfg.groups[g]
-        );
+        let path = write_body(&mut body, &cfg, seqs.clone(), t, &pad);
         if r.first_send_ns == 0 {
             r.first_send_ns = t;
         }
         let sent = std::time::Instant::now();
-        match timeout(REQUEST_TIMEOUT, c.post_json("/notify", &body)).await {
+        match timeout(REQUEST_TIMEOUT, c.post_json(path, &body)).await {
             Ok(Ok(reply)) => {
                 let status = reply.status;
                 if status == 202 {
-                    r.accepted.push(i);
-                    r.accepted_per_group[g] += 1;
-                    r.recipients += scan_u64(reply.body, b"\"recipients\":").unwrap_or(0);
+                    for i in seqs {
+                        r.accepted.push(i);
+                        r.accepted_per_group[(i % groups) as usize] += 1;
+                    }
+                    r.recipients += sum_u64(reply.body, b"\"recipients\":");
                 } else {
                     r.non_202 += 1;
                 }
@@ -219,6 +220,39 @@ async fn publisher(cfg: PublishConfig, next: Arc<AtomicU64>, start: Instant) -> 
         }
     }
     r
+}
+
+/// Writes the request body for `seqs` (stamped `t`) and gives the path to post it to:
+/// one notify to `POST /notify`, several as one `POST /notify/batch`.
+fn write_body(
+    body: &mut Vec<u8>,
+    cfg: &PublishConfig,
+    seqs: std::ops::Range<u64>,
+    t: u64,
+    pad: &str,
+) -> &'static str {
+    let groups = cfg.groups.len() as u64;
+    let item = |body: &mut Vec<u8>, i: u64| {
+        let group = &cfg.groups[(i % groups) as usize];
+        let _ = write!(
+            body,
+            r#"{{"group":"{group}","event":"bench","data":{{"seq":{i},"t":{t},"pad":"{pad}"}}}}"#
+        );
+    };
+    body.clear();
+    if cfg.batch <= 1 {
+        item(body, seqs.start);
+        return "/notify";
+    }
+    body.extend_from_slice(br#"{"notifications":["#);
+    for (k, i) in seqs.enumerate() {
+        if k > 0 {
+            body.push(b',');
+        }
+        item(body, i);
+    }
+    body.extend_from_slice(b"]}");
+    "/notify/batch"
 }
 
 fn note_error(r: &mut PublishResult, e: String) {

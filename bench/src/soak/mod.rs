@@ -124,6 +124,7 @@ pub async fn run(a: SoakArgs) -> Result<Report, String> {
         rate: Some(a.rate),
         publishers: 2,
         payload: a.payload,
+        batch: 1,
         deadline: end.into_std(),
     });
     let every = Duration::from_secs_f64(a.sample_every.max(0.5));
