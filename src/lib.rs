@@ -7,7 +7,8 @@
 //!   flags parse into (`OriginPattern`).
 //! - [`auth`]: token verification (`Verifier`, `Claims`, `Grant`) and the pure pattern,
 //!   scope and origin checks.
-//! - [`telemetry`]: log setup.
+//! - [`telemetry`]: log setup, with span fields written by herald's own cheaper formatters.
+//! - [`id`]: the ids herald makes up (request ids, notification ids).
 //! - [`metrics`]: the Prometheus metrics, one `Metrics` struct of typed handles.
 //! - [`server`]: binds the listener, runs until a shutdown signal, drains.
 //! - [`shutdown`]: the SIGTERM/SIGINT trigger.
@@ -58,6 +59,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod hub;
+pub mod id;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -11,12 +11,14 @@
 //!
 //! Call sites use the fields and methods below, never metric-name strings.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use warp::http::StatusCode;
 
 use crate::protocol::close::TABLE;
 use crate::protocol::ClientFrame;
@@ -206,7 +208,7 @@ pub struct Metrics {
     pub subscriptions: IntGauge,
     /// `herald_groups`: groups with local members (set when scraped).
     pub groups: IntGauge,
-    notify_requests: IntCounterVec,
+    notify_requests: ByStatus,
     notifications_accepted: [IntCounter; 2],
     /// `herald_notify_duration_seconds`: `POST /notify` handling time.
     pub notify_duration: Histogram,
@@ -286,11 +288,14 @@ impl Metrics {
                 "Group memberships of connections on this node.",
             ),
             groups: reg.gauge("herald_groups", "Groups with at least one local member."),
-            notify_requests: reg.counter_vec(
-                "herald_notify_requests_total",
-                "POST /notify requests, by HTTP status.",
-                "status",
-                ["202", "400", "401", "403", "413", "415", "503"],
+            notify_requests: ByStatus::new(
+                reg.counter_vec(
+                    "herald_notify_requests_total",
+                    "POST /notify requests, by HTTP status.",
+                    "status",
+                    ["202", "400", "401", "403", "413", "415", "503"],
+                ),
+                None,
             ),
             notifications_accepted: {
                 let accepted = reg.counter_vec(
@@ -443,20 +448,27 @@ impl Metrics {
 
     /// Records one HTTP request. `route` is a route template from the route table (never
     /// a raw path), so the label set stays bounded.
-    pub fn http_request(&self, route: &'static str, status: u16, took: Duration) {
+    pub fn http_request(&self, route: &'static str, status: StatusCode, took: Duration) {
         self.http_requests
-            .with_label_values(&[route, &status.to_string()])
+            .with_label_values(&[route, status.as_str()])
             .inc();
         self.http_duration
             .with_label_values(&[route])
             .observe(took.as_secs_f64());
     }
 
+    /// The HTTP metrics of the route `template`, looked up once: what
+    /// [`Metrics::http_request`] records, for a route that answers many requests.
+    pub fn route(&self, template: &'static str) -> RouteMetrics {
+        RouteMetrics {
+            requests: ByStatus::new(self.http_requests.clone(), Some(template)),
+            duration: self.http_duration.with_label_values(&[template]),
+        }
+    }
+
     /// Records one `POST /notify` request, answered with `status` after `took`.
-    pub fn notify_request(&self, status: u16, took: Duration) {
-        self.notify_requests
-            .with_label_values(&[&status.to_string()])
-            .inc();
+    pub fn notify_request(&self, status: StatusCode, took: Duration) {
+        self.notify_requests.inc(status);
         self.notify_duration.observe(took.as_secs_f64());
     }
 
@@ -474,6 +486,74 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One route's `herald_http_requests_total{route,status}` and
+/// `herald_http_request_duration_seconds{route}`, resolved once ([`Metrics::route`]) so
+/// that recording a request takes no label lookup.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    requests: ByStatus,
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Records one request answered with `status` after `took`.
+    pub fn record(&self, status: StatusCode, took: Duration) {
+        self.requests.inc(status);
+        self.duration.observe(took.as_secs_f64());
+    }
+}
+
+/// The statuses whose counters [`ByStatus`] keeps once looked up: what the API answers
+/// most. Others are looked up on each use, as before.
+const KEPT_STATUSES: [StatusCode; 12] = [
+    StatusCode::OK,
+    StatusCode::ACCEPTED,
+    StatusCode::BAD_REQUEST,
+    StatusCode::UNAUTHORIZED,
+    StatusCode::FORBIDDEN,
+    StatusCode::NOT_FOUND,
+    StatusCode::METHOD_NOT_ALLOWED,
+    StatusCode::REQUEST_TIMEOUT,
+    StatusCode::PAYLOAD_TOO_LARGE,
+    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    StatusCode::INTERNAL_SERVER_ERROR,
+    StatusCode::SERVICE_UNAVAILABLE,
+];
+
+/// A counter family whose last label is `status` (after an optional fixed `route`), each
+/// status's counter kept after its first use. A series still appears in `/metrics` only
+/// once counted (or pre-initialised by the family), exactly as with a lookup per use.
+#[derive(Debug)]
+struct ByStatus {
+    family: IntCounterVec,
+    route: Option<&'static str>,
+    kept: [OnceLock<IntCounter>; KEPT_STATUSES.len()],
+}
+
+impl ByStatus {
+    fn new(family: IntCounterVec, route: Option<&'static str>) -> Self {
+        Self {
+            family,
+            route,
+            kept: Default::default(),
+        }
+    }
+
+    fn inc(&self, status: StatusCode) {
+        match KEPT_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.kept[i].get_or_init(|| self.lookup(status)).inc(),
+            None => self.lookup(status).inc(),
+        }
+    }
+
+    fn lookup(&self, status: StatusCode) -> IntCounter {
+        match self.route {
+            Some(route) => self.family.with_label_values(&[route, status.as_str()]),
+            None => self.family.with_label_values(&[status.as_str()]),
+        }
     }
 }
 

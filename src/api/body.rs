@@ -1,10 +1,14 @@
 //! The JSON body filter: content type, size limit and parsing, before any handler runs.
 
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
+use warp::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use warp::http::{HeaderMap, HeaderName};
 use warp::{Filter, Rejection};
 
 use super::error::{ApiError, BodyLimit};
@@ -23,7 +27,11 @@ pub fn json_body(
         .and(warp::body::stream())
         .and_then(
             move |content_type: Option<String>, length: Option<u64>, body| async move {
-                tokio::time::timeout(within, read(content_type, length, body, limit))
+                let read = async {
+                    let capacity = check_head(content_type.as_deref(), length, limit)?;
+                    read(body, capacity, limit).await
+                };
+                tokio::time::timeout(within, read)
                     .await
                     .unwrap_or(Err(ApiError::BodyTimeout))
                     .map_err(warp::reject::custom)
@@ -31,24 +39,85 @@ pub fn json_body(
         )
 }
 
-async fn read<S, B>(
-    content_type: Option<String>,
-    length: Option<u64>,
-    body: S,
+/// [`json_body`] for a request answered outside warp's filters (`transport::hot`): the
+/// same checks, limits and errors, on its headers and body.
+pub async fn json_request_body<B>(
+    headers: &HeaderMap,
+    body: B,
     limit: BodyLimit,
+    within: Duration,
 ) -> Result<Bytes, ApiError>
 where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
 {
-    if !content_type.as_deref().is_some_and(is_json) {
+    let content_type = header_text(headers, CONTENT_TYPE)?;
+    let length = header_text(headers, CONTENT_LENGTH)?
+        .map(|l| l.parse::<u64>().map_err(|_| invalid_header(CONTENT_LENGTH)))
+        .transpose()?;
+    let capacity = check_head(content_type, length, limit)?;
+    tokio::time::timeout(within, read(data(body), capacity, limit))
+        .await
+        .unwrap_or(Err(ApiError::BodyTimeout))
+}
+
+/// A header's value as text. Like warp's header filters, a value that is not visible
+/// ASCII is a 400 rather than an absent header.
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(&name)
+        .map(|v| v.to_str().map_err(|_| invalid_header(name)))
+        .transpose()
+}
+
+/// The error warp's header filters give for an unreadable header.
+fn invalid_header(name: HeaderName) -> ApiError {
+    ApiError::InvalidHeader(format!("Invalid request header {:?}", name.as_str()))
+}
+
+/// The data frames of `body` as a stream (trailers, which herald does not use, skipped).
+fn data<B>(mut body: B) -> impl Stream<Item = Result<Bytes, B::Error>>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    futures_util::stream::poll_fn(move |cx| loop {
+        match ready!(Pin::new(&mut body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Poll::Ready(Some(Ok(data)));
+                }
+            }
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => return Poll::Ready(None),
+        }
+    })
+}
+
+/// The checks on a body's headers, before any of it is read: `application/json` (415)
+/// and a declared length within `limit` (413). Returns the capacity to read it into.
+fn check_head(
+    content_type: Option<&str>,
+    length: Option<u64>,
+    limit: BodyLimit,
+) -> Result<usize, ApiError> {
+    if !content_type.is_some_and(is_json) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let max = limit.bytes as usize;
-    if length.is_some_and(|l| l > max as u64) {
+    if length.is_some_and(|l| l > u64::from(limit.bytes)) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let mut out = BytesMut::with_capacity(length.map_or(1024, |l| l as usize));
+    Ok(length.map_or(1024, |l| l as usize))
+}
+
+/// Reads the body into one buffer, refusing it (413) as soon as it passes `limit`.
+async fn read<S, B, E>(body: S, capacity: usize, limit: BodyLimit) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: Buf,
+    E: std::fmt::Display,
+{
+    let max = limit.bytes as usize;
+    let mut out = BytesMut::with_capacity(capacity);
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let mut chunk =

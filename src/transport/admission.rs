@@ -100,7 +100,7 @@ pub fn client(state: AppState) -> impl Filter<Extract = (Admission,), Error = Re
 fn check_client(
     state: &AppState,
     origin: Option<String>,
-    authorization: Option<String>,
+    authorization: Option<&str>,
     protocols: Option<String>,
     query: String,
 ) -> Result<Admission, Refusal> {
@@ -123,7 +123,6 @@ fn check_client(
 
     let from_query = bearer::from_query(&query).map_err(Refusal::Token)?;
     let mut tokens = authorization
-        .as_deref()
         .and_then(bearer::from_authorization)
         .into_iter()
         .chain(offered.map(|(_, t)| t))
@@ -177,18 +176,32 @@ pub fn backend(state: AppState) -> impl Filter<Extract = (), Error = Rejection> 
     warp::header::headers_cloned()
         .and_then(move |headers: HeaderMap| {
             let state = state.clone();
-            async move {
-                single_authorization(&headers)
-                    .and_then(|authorization| check_backend(&state, authorization))
-                    .map_err(warp::reject::custom)
-            }
+            async move { check_backend(&state, &headers).map_err(warp::reject::custom) }
         })
         .untuple_one()
 }
 
+/// [`backend`]'s check on a request's headers, for routes answered outside warp's filters.
+pub fn check_backend(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let authorization = single_authorization(headers)?;
+    let Some(verifier) = &state.verifier else {
+        return Ok(());
+    };
+    let token = authorization
+        .and_then(bearer::from_authorization)
+        .ok_or(ApiError::Unauthorized(AuthError::Missing))?;
+    let claims = verifier.verify(token).map_err(ApiError::Unauthorized)?;
+    if !claims.has_scope(NOTIFY_SCOPE) {
+        return Err(ApiError::Forbidden(format!(
+            "the token's `scope` claim must include `{NOTIFY_SCOPE}` to use the HTTP API"
+        )));
+    }
+    Ok(())
+}
+
 /// The `Authorization` header's value, if any. Two such headers are a `400`: herald
 /// will not pick one of two credentials.
-fn single_authorization(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+fn single_authorization(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(warp::http::header::AUTHORIZATION).iter();
     let first = values.next();
     if values.next().is_some() {
@@ -197,7 +210,6 @@ fn single_authorization(headers: &HeaderMap) -> Result<Option<String>, ApiError>
     first
         .map(|v| {
             v.to_str()
-                .map(str::to_owned)
                 .map_err(|_| ApiError::InvalidHeader("Authorization is not visible ASCII".into()))
         })
         .transpose()
@@ -212,23 +224,6 @@ fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .collect();
     (!values.is_empty()).then(|| values.join(","))
-}
-
-fn check_backend(state: &AppState, authorization: Option<String>) -> Result<(), ApiError> {
-    let Some(verifier) = &state.verifier else {
-        return Ok(());
-    };
-    let token = authorization
-        .as_deref()
-        .and_then(bearer::from_authorization)
-        .ok_or(ApiError::Unauthorized(AuthError::Missing))?;
-    let claims = verifier.verify(token).map_err(ApiError::Unauthorized)?;
-    if !claims.has_scope(NOTIFY_SCOPE) {
-        return Err(ApiError::Forbidden(format!(
-            "the token's `scope` claim must include `{NOTIFY_SCOPE}` to use the HTTP API"
-        )));
-    }
-    Ok(())
 }
 
 /// The raw query string, empty when there is none. (`warp::query::raw` rejects a

@@ -1,7 +1,9 @@
 //! How bytes get in and out: warp routes, the WebSocket upgrade and one session task per
 //! connection. All socket I/O lives here.
 //!
+//! - `router`: what each request goes through: `observe`, then a hot route or the table.
 //! - `routes`: the URL table, one small function per route, each with its template.
+//! - `hot`: `POST /notify` and `POST /notify/batch` answered without warp's filter tree.
 //! - `observe`: request span, request id and HTTP metrics around every route.
 //! - `admission`: who may come in (origin, token, group right, shutdown, limit), with
 //!   typed refusals that carry their metrics reason.
@@ -16,13 +18,16 @@
 mod admission;
 mod commands;
 mod connection;
+mod hot;
 mod http;
 mod observe;
 mod resume;
+mod router;
 mod routes;
 mod session;
 mod upgrade;
 
 pub use http::{remote, serve, HttpLimits, ReadDeadlines};
 pub use observe::REQUEST_ID;
+pub use router::Router;
 pub use routes::{api_routes, metrics_routes, routes};

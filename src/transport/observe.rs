@@ -4,20 +4,22 @@
 //!
 //! Only the route template is ever logged or used as a label, never the raw path or the
 //! query string, which may carry a token (`/ws?token=...`). The route that answers a
-//! request names it (see `routes::Route`): this module knows no paths.
+//! request names it (see `routes::Route` and `hot`): this module knows no paths. It
+//! wraps each request's whole answer in `router`, outside warp's filter tree.
 
-use std::convert::Infallible;
 use std::time::Instant;
 
-use warp::filters::BoxedFilter;
-use warp::http::HeaderValue;
+use tracing::Span;
+use warp::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use warp::reply::Response;
-use warp::{Filter, Reply};
 
-use crate::state::AppState;
+use crate::metrics::{Metrics, RouteMetrics};
 
 /// The request id header, read from requests and set on every response.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// [`REQUEST_ID`] as a header name, made once.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Longest incoming request id herald adopts; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 64;
@@ -25,9 +27,9 @@ const MAX_REQUEST_ID: usize = 64;
 /// The `route` label of requests no route answered (404s).
 const UNMATCHED: &str = "unmatched";
 
-/// The template of the route that answers a request (`/groups/{group}`). The route names
-/// the request span after it as soon as its path matched, and attaches it to its
-/// response for the HTTP metrics.
+/// The template of the route that answers a request (`/groups/{group}`). A route of
+/// warp's table names the request span after it as soon as its path matched, and
+/// attaches it to its response for the HTTP metrics.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Template(pub(super) &'static str);
 
@@ -38,67 +40,86 @@ impl Template {
     }
 }
 
-/// What the wrapper knows before the routes run.
-struct Started {
+/// Where a request's HTTP metrics go.
+#[derive(Clone, Copy)]
+pub(super) enum Recorder<'a> {
+    /// A route known before routing, whose metrics were looked up once.
+    Known(&'a RouteMetrics),
+    /// Under the [`Template`] the answering route attached (`unmatched` when none did).
+    ByTemplate(&'a Metrics),
+}
+
+/// One request being observed: its id and when it began.
+pub(super) struct Observed {
     id: HeaderValue,
     at: Instant,
 }
 
-/// Wraps `routes` (already infallible: every rejection rendered) with the request span,
-/// the request id and the HTTP metrics, labelled by the [`Template`] the answering route
-/// attached to its response (`unmatched` when none did).
-pub(super) fn observe<F>(state: &AppState, routes: F) -> BoxedFilter<(Response,)>
-where
-    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
-{
-    let state = state.clone();
-    let incoming = warp::header::optional::<String>(REQUEST_ID)
-        .or(warp::any().map(|| None))
-        .unify();
-    incoming
-        .map(move |given: Option<String>| {
-            let id = request_id(given.as_deref());
-            tracing::Span::current().record("request_id", id.to_str().unwrap_or_default());
-            Started {
-                id,
-                at: Instant::now(),
+impl Observed {
+    /// Starts observing a request: adopts its `X-Request-Id` or makes one up, and opens
+    /// its `request` span, which the caller runs the whole answer in. `route` is the
+    /// template when it is known before routing; otherwise the matching route records it
+    /// ([`Template::enter`]). The span gets every known field at once: recording one
+    /// later costs as much again.
+    pub(super) fn start(
+        method: &Method,
+        headers: &HeaderMap,
+        route: Option<&'static str>,
+    ) -> (Self, Span) {
+        let given = headers
+            .get(&REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let id = request_id(given);
+        let shown = id.to_str().unwrap_or_default();
+        let span = match route {
+            Some(route) => {
+                tracing::info_span!("request", method = %method, route, request_id = shown)
             }
-        })
-        .and(routes)
-        .map(move |started: Started, mut res: Response| {
-            let took = started.at.elapsed();
-            let status = res.status().as_u16();
-            let route = match res.extensions().get::<Template>() {
-                Some(template) => template.0,
-                None => {
-                    Template(UNMATCHED).enter();
-                    UNMATCHED
-                }
-            };
-            state.metrics.http_request(route, status, took);
-            tracing::debug!(
-                status,
-                took_us = took.as_micros() as u64,
-                "request finished"
-            );
-            res.headers_mut().insert(REQUEST_ID, started.id);
-            res
-        })
-        .with(warp::trace(|info| {
-            tracing::info_span!(
+            None => tracing::info_span!(
                 "request",
-                method = %info.method(),
+                method = %method,
                 route = tracing::field::Empty,
-                request_id = tracing::field::Empty,
-            )
-        }))
-        .map(Reply::into_response)
-        .boxed()
+                request_id = shown,
+            ),
+        };
+        let observed = Self {
+            id,
+            at: Instant::now(),
+        };
+        (observed, span)
+    }
+
+    /// Ends the request, inside its span: counts it in the HTTP metrics, logs it at
+    /// DEBUG and answers with its id.
+    pub(super) fn finish(self, res: &mut Response, metrics: Recorder<'_>) {
+        let took = self.at.elapsed();
+        let status = res.status();
+        match metrics {
+            Recorder::Known(route) => route.record(status, took),
+            Recorder::ByTemplate(metrics) => {
+                let route = match res.extensions().get::<Template>() {
+                    Some(template) => template.0,
+                    None => {
+                        Template(UNMATCHED).enter();
+                        UNMATCHED
+                    }
+                };
+                metrics.http_request(route, status, took);
+            }
+        }
+        tracing::debug!(
+            status = status.as_u16(),
+            took_us = took.as_micros() as u64,
+            "request finished"
+        );
+        res.headers_mut().insert(REQUEST_ID_HEADER, self.id);
+    }
 }
 
 /// The client's `X-Request-Id` when it is a sane short token (1–64 of `A-Z a-z 0-9 - _ .
-/// :`), so ids from a proxy or a backend carry through; otherwise a fresh random one.
-/// Anything else (long, binary, with spaces) is replaced rather than echoed into logs.
+/// :`), so ids from a proxy or a backend carry through; otherwise a fresh one
+/// ([`crate::id`]). Anything else (long, binary, with spaces) is replaced rather than
+/// echoed into logs.
 fn request_id(given: Option<&str>) -> HeaderValue {
     let sane = |s: &str| {
         (1..=MAX_REQUEST_ID).contains(&s.len())
@@ -109,8 +130,8 @@ fn request_id(given: Option<&str>) -> HeaderValue {
         .filter(|s| sane(s))
         .and_then(|s| HeaderValue::from_str(s).ok())
         .unwrap_or_else(|| {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            HeaderValue::from_str(&id).expect("a hex uuid is a valid header value")
+            HeaderValue::from_bytes(&crate::id::next())
+                .expect("hex digits are a valid header value")
         })
 }
 

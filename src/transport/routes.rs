@@ -11,12 +11,12 @@
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use warp::filters::BoxedFilter;
 use warp::http::Method;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::observe::{observe, Template};
+use super::observe::Template;
+use super::router::Router;
 use super::{admission, resume, upgrade};
 use crate::api::error::{handle_rejection, BodyLimit};
 use crate::api::{self, body::json_body, ApiError};
@@ -26,8 +26,9 @@ use crate::state::AppState;
 /// Every route of the main listener (`--listen`), with errors rendered as JSON: the
 /// WebSockets, the health checks, the backend API unless `--api-listen` gives it a
 /// listener of its own ([`api_routes`]) and `/metrics` unless `--metrics-listen` does
-/// ([`metrics_routes`]).
-pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+/// ([`metrics_routes`]). With the API, `POST /notify` and `POST /notify/batch` are
+/// answered before this table (`hot`), by the same steps.
+pub fn routes(state: AppState) -> Router {
     let serves = Serves {
         websockets: true,
         api: state.config.api_listen.is_none(),
@@ -37,7 +38,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// The `--api-listen` listener's routes: the backend API and the health checks.
-pub fn api_routes(state: AppState) -> BoxedFilter<(Response,)> {
+pub fn api_routes(state: AppState) -> Router {
     let serves = Serves {
         websockets: false,
         api: true,
@@ -47,13 +48,13 @@ pub fn api_routes(state: AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// The `--metrics-listen` listener's routes: `GET /metrics` and nothing else.
-pub fn metrics_routes(state: AppState) -> BoxedFilter<(Response,)> {
+pub fn metrics_routes(state: AppState) -> Router {
     let routes = metrics(&state).recover(handle_rejection).unify();
-    observe(&state, routes)
+    Router::new(&state, routes.boxed(), false)
 }
 
 /// The routes `serves` names; the others are unknown paths (404).
-fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)> {
+fn listener_routes(state: &AppState, serves: Serves) -> Router {
     // What browsers load sits with the WebSockets: the public, browser-facing listener.
     let websockets = ws_group(state)
         .or(ws(state))
@@ -85,7 +86,8 @@ fn listener_routes(state: &AppState, serves: Serves) -> BoxedFilter<(Response,)>
         .unify()
         .or(serving(serves.metrics).and(metrics(state)))
         .unify();
-    observe(state, routes.recover(handle_rejection).unify())
+    let table = routes.recover(handle_rejection).unify().boxed();
+    Router::new(state, table, serves.api)
 }
 
 /// Which routes a listener serves; every listener but `--metrics-listen`'s also serves
@@ -177,8 +179,9 @@ fn notify(state: &AppState) -> impl Filter<Extract = (Response,), Error = Reject
         .map(Instant::now)
         .and(served)
         .map(move |started: Instant, res: Response| {
-            let status = res.status().as_u16();
-            counted.metrics.notify_request(status, started.elapsed());
+            counted
+                .metrics
+                .notify_request(res.status(), started.elapsed());
             res
         })
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp, Ws};
+use crate::process::Herald;
 
 /// One scrape: series (`name{label="v",...}`, labels sorted) to value.
 struct Scrape(HashMap<String, f64>);
@@ -356,6 +357,68 @@ async fn request_ids_are_echoed_or_generated() {
             id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
             "{bad:?} -> {id}"
         );
+    }
+}
+
+/// Every request logs inside its `request` span, which names the route template and
+/// the id the request was answered with: for `POST /notify` and `POST /notify/batch`
+/// (answered before warp's route table) as for the routes of the table and a 404.
+#[tokio::test]
+async fn request_log_lines_carry_the_route_and_the_request_id() {
+    let (herald, logs) = Herald::start_logging(&[], "info,herald=debug");
+    let http = reqwest::Client::new();
+    let notify = json!({"group": "g", "data": 1});
+    let batch = json!({"notifications": [notify]});
+    let cases = [
+        (
+            "POST",
+            "/notify",
+            Some(&notify),
+            Some("trace-7"),
+            "/notify",
+            202,
+        ),
+        ("POST", "/notify", Some(&notify), None, "/notify", 202),
+        (
+            "POST",
+            "/notify/batch",
+            Some(&batch),
+            Some("b.1"),
+            "/notify/batch",
+            202,
+        ),
+        ("POST", "/notify", None, None, "/notify", 415),
+        ("GET", "/notify", None, Some("m:1"), "/notify", 405),
+        ("GET", "/healthz", None, None, "/healthz", 200),
+        ("GET", "/nope", None, None, "unmatched", 404),
+    ];
+    for (method, path, body, given, route, status) in cases {
+        let mut req = http.request(method.parse().unwrap(), herald.url(path));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        if let Some(given) = given {
+            req = req.header("x-request-id", given);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        if let Some(given) = given {
+            assert_eq!(id, given);
+        }
+        let line = loop {
+            let line = logs
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no \"request finished\" line for {method} {path}"));
+            if line["fields"]["message"] == "request finished" && line["span"]["request_id"] == id {
+                break line;
+            }
+        };
+        let span = &line["span"];
+        assert_eq!(span["name"], "request");
+        assert_eq!(span["method"], method, "{line}");
+        assert_eq!(span["route"], route, "{line}");
+        assert_eq!(line["fields"]["status"], status, "{line}");
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A herald process on a free port, killed (by its PID) when dropped.
@@ -16,11 +17,30 @@ impl Herald {
     /// Starts the binary with `args` (after `--listen 127.0.0.1:0 --log-format json`) and
     /// `env`, and waits for its "listening" line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(args, env, "info", None)
+    }
+
+    /// Starts the binary like [`Herald::start`] with `RUST_LOG=rust_log`, and returns its
+    /// log lines after the "listening" one, parsed, as they come.
+    pub fn start_logging(
+        args: &[&str],
+        rust_log: &str,
+    ) -> (Self, mpsc::Receiver<serde_json::Value>) {
+        let (tx, rx) = mpsc::channel();
+        (Self::launch(args, &[], rust_log, Some(tx)), rx)
+    }
+
+    fn launch(
+        args: &[&str],
+        env: &[(&str, &str)],
+        rust_log: &str,
+        logs: Option<mpsc::Sender<serde_json::Value>>,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -38,7 +58,13 @@ impl Herald {
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let (Some(logs), Ok(v)) = (&logs, serde_json::from_str(&line)) {
+                    let _ = logs.send(v);
+                }
+            }
+        });
         Self { child, addr }
     }
 

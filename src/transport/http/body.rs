@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 /// `Incoming`, observed.
-pub(super) struct TrackedBody {
+pub(in crate::transport) struct TrackedBody {
     inner: Incoming,
     read_all: Arc<AtomicBool>,
 }

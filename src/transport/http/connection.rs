@@ -12,18 +12,17 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Request, StatusCode};
 use warp::reply::Response;
 
 use super::activity::{Activity, Phase};
 use super::body::TrackedBody;
 use super::deadline::Deadlined;
-use super::{ClientAddr, HttpLimits};
+use super::HttpLimits;
 use crate::metrics::{HttpClose, HttpConnectionMetrics};
+use crate::transport::router::Router;
 
 /// Serves `stream` until the client leaves, a deadline passes, the connection is
 /// evicted, it becomes a WebSocket, or shutdown; counts in `metrics` why herald cut
@@ -31,7 +30,7 @@ use crate::metrics::{HttpClose, HttpConnectionMetrics};
 pub(super) async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
-    routes: BoxedFilter<(Response,)>,
+    router: Router,
     activity: Arc<Activity>,
     limits: HttpLimits,
     shutdown: CancellationToken,
@@ -39,7 +38,7 @@ pub(super) async fn serve(
 ) {
     let io = TokioIo::new(Deadlined::new(stream, activity.clone(), limits.deadlines));
     let handler = Handler {
-        routes: TowerToHyperService::new(warp::service(routes)),
+        router,
         activity: activity.clone(),
         remote,
         metrics: metrics.clone(),
@@ -85,19 +84,15 @@ pub(super) async fn serve(
     activity.end();
 }
 
-/// Runs warp's routes for each request of one connection.
-struct Handler<S> {
-    routes: S,
+/// Runs the listener's routes for each request of one connection.
+struct Handler {
+    router: Router,
     activity: Arc<Activity>,
     remote: SocketAddr,
     metrics: HttpConnectionMetrics,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for Handler<S>
-where
-    S: hyper::service::Service<Request<TrackedBody>, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
-{
+impl hyper::service::Service<Request<Incoming>> for Handler {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -106,16 +101,12 @@ where
         self.activity.begin_request();
         let (parts, body) = req.into_parts();
         let (body, read_all) = TrackedBody::new(body);
-        let mut req = Request::from_parts(parts, body);
-        req.extensions_mut().insert(ClientAddr(self.remote));
-        let answer = self.routes.call(req);
+        let req = Request::from_parts(parts, body);
+        let answer = self.router.call(req, self.remote);
         let activity = self.activity.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let mut res = match answer.await {
-                Ok(res) => res,
-                Err(never) => match never {},
-            };
+            let mut res = answer.await;
             let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
             if !upgraded && !read_all.load(Ordering::Acquire) {
                 // herald will not read the rest of this request, so it cannot keep the

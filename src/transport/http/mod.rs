@@ -20,12 +20,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use warp::filters::BoxedFilter;
-use warp::reply::Response;
 use warp::Filter;
 
+pub(super) use body::TrackedBody;
 pub use deadline::ReadDeadlines;
 
+use super::router::Router;
 use crate::metrics::{HttpClose, HttpConnectionMetrics};
 use activity::Activity;
 use slots::Slots;
@@ -52,13 +52,13 @@ pub fn remote(
     warp::ext::optional::<ClientAddr>().map(|addr: Option<ClientAddr>| addr.map(|a| a.0))
 }
 
-/// Accepts connections on `listener` and serves `routes` on each until `shutdown`,
+/// Accepts connections on `listener` and serves `router` on each until `shutdown`,
 /// then stops accepting. Connection tasks run on `connections`, which the caller waits
 /// for (bounded by the drain timeout). Open connections and the ones cut off are
 /// counted in `metrics`.
 pub async fn serve(
     listener: TcpListener,
-    routes: BoxedFilter<(Response,)>,
+    router: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
     connections: TaskTracker,
@@ -78,7 +78,7 @@ pub async fn serve(
             }
         };
         let slots = slots.clone();
-        let routes = routes.clone();
+        let router = router.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         connections.spawn(async move {
@@ -88,7 +88,7 @@ pub async fn serve(
                 return;
             };
             let activity = Activity::new(slots, slot);
-            connection::serve(stream, remote, routes, activity, limits, shutdown, metrics).await;
+            connection::serve(stream, remote, router, activity, limits, shutdown, metrics).await;
         });
     }
 }

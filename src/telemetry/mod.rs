@@ -1,6 +1,10 @@
 //! Log setup: `RUST_LOG`-style filtering, text or JSON lines.
 
+mod fields;
+
 use tracing_subscriber::EnvFilter;
+
+pub use fields::{JsonFields, TextFields};
 
 use crate::config::LogFormat;
 
@@ -16,9 +20,10 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi);
-    // try_init: a second init (tests) is harmless.
+    // try_init: a second init (tests) is harmless. Span fields through herald's own
+    // formatters (`fields`): every request opens a span.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.fmt_fields(TextFields::default()).try_init(),
+        LogFormat::Json => builder.json().fmt_fields(JsonFields::default()).try_init(),
     };
 }

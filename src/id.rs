@@ -1,0 +1,105 @@
+//! The ids herald makes up: the `X-Request-Id` of a request that brought none, and the
+//! `id` of every accepted notification.
+//!
+//! An id is 32 hex digits, unique within the process and, with overwhelming probability,
+//! across processes. Every request and every item of a batch takes one, so they come
+//! from a counter rather than the random number generator: the counter, mixed with two
+//! keys drawn once per process by a bijection, gives an id that looks random and cannot
+//! repeat until the counter wraps (2^64 ids).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Length of an id, in hex digits.
+pub const LEN: usize = 32;
+
+/// The process's keys and counter.
+struct Source {
+    keys: (u64, u64),
+    next: AtomicU64,
+}
+
+fn source() -> &'static Source {
+    static SOURCE: OnceLock<Source> = OnceLock::new();
+    SOURCE.get_or_init(|| Source {
+        keys: uuid::Uuid::new_v4().as_u64_pair(),
+        next: AtomicU64::new(0),
+    })
+}
+
+/// A fresh id, as ASCII hex digits.
+pub fn next() -> [u8; LEN] {
+    let source = source();
+    let n = source.next.fetch_add(1, Ordering::Relaxed);
+    // `mix` is a bijection, so distinct counters give distinct first halves; the second
+    // half, keyed separately, makes ids of two processes differ in all 32 digits.
+    let high = mix(n ^ source.keys.0);
+    let low = mix(high ^ source.keys.1);
+    let mut id = [0; LEN];
+    hex(high, &mut id[..LEN / 2]);
+    hex(low, &mut id[LEN / 2..]);
+    id
+}
+
+/// A fresh id as a `String`.
+pub fn next_string() -> String {
+    next().iter().copied().map(char::from).collect()
+}
+
+/// splitmix64's finaliser: each step (xor with a shift, multiply by an odd number) can be
+/// undone, so the whole is a bijection on `u64` that scatters nearby inputs.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Writes `value` as 16 lowercase hex digits into `out`.
+fn hex(value: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().enumerate() {
+        let shift = 60 - 4 * i;
+        *digit = DIGITS[((value >> shift) & 0xf) as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_are_32_hex_digits_and_do_not_repeat() {
+        let ids: HashSet<String> = (0..10_000).map(|_| next_string()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            assert_eq!(id.len(), LEN);
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+    }
+
+    #[test]
+    fn consecutive_ids_share_no_visible_pattern() {
+        // Neighbouring counters must not give neighbouring ids (as a plain counter would):
+        // compare the first halves digit by digit.
+        let a = next();
+        let b = next();
+        let same = a[..LEN / 2]
+            .iter()
+            .zip(&b[..LEN / 2])
+            .filter(|(x, y)| x == y)
+            .count();
+        assert!(same < LEN / 2 - 4, "{a:?} vs {b:?}");
+    }
+
+    #[test]
+    fn hex_writes_every_digit() {
+        let mut out = [0; 16];
+        hex(0x0123_4567_89ab_cdef, &mut out);
+        assert_eq!(&out, b"0123456789abcdef");
+    }
+}

@@ -1,0 +1,115 @@
+//! The routes the load goes to, `POST /notify` and `POST /notify/batch`, answered
+//! straight from the request instead of through warp's filter tree, whose nested futures
+//! (built, moved and polled per request) cost more than the handler itself.
+//!
+//! Same steps as these routes in warp's table (`routes`), in the same order and from the
+//! same functions: the token (`admission::check_backend`), the body
+//! (`api::body::json_request_body`), the handler, errors rendered by `ApiError`. Only
+//! the exact path with `POST` comes here; another method (405 with `Allow`) or a
+//! trailing slash goes on to warp's table, which still has both routes.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use warp::http::{Method, Request};
+use warp::reply::Response;
+
+use super::admission;
+use super::http::TrackedBody;
+use crate::api::error::BodyLimit;
+use crate::api::{self, ApiError};
+use crate::metrics::RouteMetrics;
+use crate::state::AppState;
+
+/// A hot route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hot {
+    /// `POST /notify`.
+    Notify,
+    /// `POST /notify/batch`.
+    Batch,
+}
+
+impl Hot {
+    /// The hot route a request is for, if any.
+    pub(super) fn find(method: &Method, path: &str) -> Option<Self> {
+        if method != Method::POST {
+            return None;
+        }
+        match path {
+            "/notify" => Some(Self::Notify),
+            "/notify/batch" => Some(Self::Batch),
+            _ => None,
+        }
+    }
+
+    /// The route's template, as warp's table names it too.
+    pub(super) fn template(self) -> &'static str {
+        match self {
+            Self::Notify => "/notify",
+            Self::Batch => "/notify/batch",
+        }
+    }
+}
+
+/// The hot routes of a listener that serves the API, with their HTTP metrics looked up
+/// once.
+pub(super) struct HotRoutes {
+    state: AppState,
+    notify: RouteMetrics,
+    batch: RouteMetrics,
+}
+
+impl HotRoutes {
+    pub(super) fn new(state: &AppState) -> Self {
+        Self {
+            notify: state.metrics.route(Hot::Notify.template()),
+            batch: state.metrics.route(Hot::Batch.template()),
+            state: state.clone(),
+        }
+    }
+
+    /// Where `route`'s requests are counted.
+    pub(super) fn metrics(&self, route: Hot) -> &RouteMetrics {
+        match route {
+            Hot::Notify => &self.notify,
+            Hot::Batch => &self.batch,
+        }
+    }
+
+    /// Answers a request for `route`. `POST /notify` is also counted in the notify
+    /// metrics, every status included.
+    pub(super) async fn serve(&self, route: Hot, req: Request<TrackedBody>) -> Response {
+        let started = Instant::now();
+        let config = &self.state.config;
+        let answer = match route {
+            Hot::Notify => match self.body(req, BodyLimit::body(config.max_body)).await {
+                Ok(raw) => api::notify::notify(self.state.clone(), raw).await,
+                Err(e) => Err(e),
+            },
+            Hot::Batch => match self
+                .body(req, BodyLimit::batch(config.max_batch_body))
+                .await
+            {
+                Ok(raw) => api::batch::notify_batch(self.state.clone(), raw).await,
+                Err(e) => Err(e),
+            },
+        };
+        let res = answer.unwrap_or_else(|e| e.to_response());
+        if route == Hot::Notify {
+            self.state
+                .metrics
+                .notify_request(res.status(), started.elapsed());
+        }
+        res
+    }
+
+    /// The checks before the handler, as in warp's table: the backend token, then the
+    /// JSON body within `limit`.
+    async fn body(&self, req: Request<TrackedBody>, limit: BodyLimit) -> Result<Bytes, ApiError> {
+        admission::check_backend(&self.state, req.headers())?;
+        let (head, body) = req.into_parts();
+        let within = self.state.config.http_body_timeout;
+        api::body::json_request_body(&head.headers, body, limit, within).await
+    }
+}

@@ -1,0 +1,88 @@
+//! A listener's answer to each plain-HTTP request: its span, id and metrics (`observe`)
+//! around either a hot route (`hot`), answered straight from the request, or warp's
+//! route table (`routes`) for everything else.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hyper_util::service::TowerToHyperService;
+use tracing::Instrument;
+use warp::filters::BoxedFilter;
+use warp::http::Request;
+use warp::reply::Response;
+
+use super::hot::{Hot, HotRoutes};
+use super::http::{ClientAddr, TrackedBody};
+use super::observe::{Observed, Recorder};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// warp's route table as a function from request to response.
+type Table = Box<
+    dyn Fn(Request<TrackedBody>) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync,
+>;
+
+/// The routes of one listener; cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Router(Arc<Inner>);
+
+struct Inner {
+    metrics: Arc<Metrics>,
+    /// `None` on a listener that does not serve the API.
+    hot: Option<HotRoutes>,
+    table: Table,
+}
+
+impl Router {
+    /// `table` (every rejection already rendered), and the hot routes when the listener
+    /// serves the API.
+    pub(super) fn new(state: &AppState, table: BoxedFilter<(Response,)>, api: bool) -> Self {
+        let service = TowerToHyperService::new(warp::service(table));
+        let table: Table = Box::new(move |req| {
+            let answer = hyper::service::Service::call(&service, req);
+            Box::pin(async move {
+                match answer.await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                }
+            })
+        });
+        Self(Arc::new(Inner {
+            metrics: state.metrics.clone(),
+            hot: api.then(|| HotRoutes::new(state)),
+            table,
+        }))
+    }
+
+    /// Answers `req`, which came from `remote`, inside its request span.
+    pub(super) fn call(
+        &self,
+        mut req: Request<TrackedBody>,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let inner = self.0.clone();
+        let hot = inner
+            .hot
+            .as_ref()
+            .and_then(|_| Hot::find(req.method(), req.uri().path()));
+        let (observed, span) = Observed::start(req.method(), req.headers(), hot.map(Hot::template));
+        async move {
+            let (mut res, recorder) = match (hot, &inner.hot) {
+                (Some(route), Some(routes)) => {
+                    let res = routes.serve(route, req).await;
+                    (res, Recorder::Known(routes.metrics(route)))
+                }
+                _ => {
+                    req.extensions_mut().insert(ClientAddr(remote));
+                    let res = (inner.table)(req).await;
+                    (res, Recorder::ByTemplate(&inner.metrics))
+                }
+            };
+            observed.finish(&mut res, recorder);
+            res
+        }
+        .instrument(span)
+    }
+}
