@@ -7,20 +7,19 @@ use std::time::Duration;
 
 use bytes::Buf;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WireCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use warp::hyper::upgrade::Upgraded;
 
 use crate::hub::Outbound;
 use crate::protocol::Close;
 
 /// The upgraded socket, unsplit: one set of buffers per connection.
-pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(super) type Socket = WebSocketStream<TcpStream>;
 
 /// Most frames handed to one `writev` (Linux allows 1024; this keeps the array on the stack).
 const MAX_IOV: usize = 64;

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -19,6 +18,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::admission::{self, Admission, Admitted};
+use super::http;
 use super::session::Session;
 use crate::api::ApiError;
 use crate::hub::Member;
@@ -159,8 +159,9 @@ async fn open_session(
     }
 }
 
-/// Spawns the session task (tracked, so shutdown waits for it): it wraps the socket hyper
-/// hands over after the 101 in a small-buffer [`WebSocketConfig`] and runs the session.
+/// Spawns the session task (tracked, so shutdown waits for it): it takes the TCP stream
+/// hyper hands over after the 101 (leaving the HTTP connection's state behind), wraps it
+/// in a small-buffer [`WebSocketConfig`] and runs the session.
 fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -169,22 +170,38 @@ fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
         .max_frame_size(Some(state.config.max_frame as usize));
     // Created here, inside the upgrade request's span, so its lines carry the request id.
     let span = session.span();
-    state.sessions.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config));
+    let fut = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => match http::upgraded_stream(upgraded) {
+                Ok((tcp, read)) if read.is_empty() => {
+                    // An empty view still holds hyper's whole read buffer.
+                    drop(read);
+                    let ws = WebSocketStream::from_raw_socket(tcp, Role::Server, Some(config));
                     session.run(ws.await).await;
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade failed");
+                // The client's first frames arrived with the request.
+                Ok((tcp, read)) => {
+                    let ws = WebSocketStream::from_partially_read(
+                        tcp,
+                        read.to_vec(),
+                        Role::Server,
+                        Some(config),
+                    );
+                    session.run(ws.await).await;
+                }
+                Err(_) => {
+                    tracing::error!("upgraded connection from another server; dropped");
                     session.abandon().await;
                 }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                session.abandon().await;
             }
         }
-        .instrument(span),
-    );
+    }
+    .instrument(span);
+    state.sessions.spawn(fut);
 }
 
 /// The 101 answer: `Sec-WebSocket-Accept` for the client's `key` and, when the client

@@ -62,6 +62,12 @@ impl Deadlined {
         }
     }
 
+    /// The bare stream, once the connection is a WebSocket: the deadlines, their timer
+    /// and the connection's HTTP bookkeeping are dropped with the wrapper.
+    pub(super) fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// The deadline of the current wait.
     fn deadline(&mut self) -> Instant {
         let answered = self.activity.answered();

@@ -16,6 +16,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +53,15 @@ pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 pub fn remote(
 ) -> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
     warp::ext::optional::<ClientAddr>().map(|addr: Option<ClientAddr>| addr.map(|a| a.0))
+}
+
+/// The TCP stream under a connection [`serve`] upgraded, with the bytes hyper had read
+/// past the request (usually none). Everything else of the HTTP connection (read
+/// deadlines, slot bookkeeping, hyper's box around the socket) is dropped here, so an
+/// idle WebSocket does not keep it. `Err` gives back an upgrade from another server.
+pub(crate) fn upgraded_stream(upgraded: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<deadline::Deadlined>>()?;
+    Ok((parts.io.into_inner().into_stream(), parts.read_buf))
 }
 
 /// Accepts connections on `listener` and serves `router` on each until `shutdown`,
