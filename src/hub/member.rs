@@ -1,26 +1,23 @@
-//! One connection as the hub sees it: an id, a bounded outbound queue and a way to close it.
+//! One connection as the hub sees it: an id, its ordered output (the socket and a bounded
+//! backlog, see [`super::output`]) and a way to close it.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::output::{Flushed, Outbound, Output};
 use crate::protocol::{Close, CloseCode, UserId};
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
-
-/// Something queued for a connection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outbound {
-    /// A complete, encoded WebSocket frame shared with other recipients.
-    Frame(Bytes),
-    /// Close with this frame once everything queued before it is written.
-    Close(Close),
-}
 
 /// The hub's handle to one connection. Cheap to clone: one `Arc`.
 #[derive(Clone, Debug)]
@@ -33,11 +30,11 @@ struct Shared {
     user: Option<UserId>,
     /// Most frames queued at once (`--send-queue`).
     capacity: usize,
-    /// A plain mutex around a deque rather than a channel: an idle connection's queue owns
-    /// no memory at all (a channel preallocates a block), and the session takes the whole
-    /// queue per wake-up, which frees a burst's memory as soon as it is written.
+    /// One plain mutex around the socket and its backlog: every write to the socket
+    /// happens under it, which is what keeps frames whole and in order. An idle
+    /// connection's backlog owns no memory (a channel would preallocate a block).
     state: Mutex<State>,
-    /// Wakes the session when the queue goes from empty to non-empty.
+    /// Wakes the session when something was queued that it must finish writing.
     ready: Notify,
     /// Cancelled by [`Member::close_now`]; a child of the server's shutdown token, so one
     /// `select!` arm in the session covers both.
@@ -46,19 +43,23 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Outbound>,
-    /// When the queue last went from empty to non-empty (delivery-lag metric).
-    since: Option<Instant>,
+    out: Output,
     /// First close requested wins; `None` with a cancelled token means shutdown.
     close: Option<Close>,
-    /// The session has ended; nothing more is queued.
+    /// The session has ended; nothing more is delivered.
     ended: bool,
+    /// The session is handling a client frame (a subscribe may join and resume): frames
+    /// queue instead of being written through, so its replies and a resume's replay still
+    /// go before them.
+    held: bool,
 }
 
 /// What happened to one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Queued for the connection.
+    /// Written to the socket whole, at once.
+    Written,
+    /// Queued for the connection (its session finishes writing it).
     Queued,
     /// The queue was full: the connection is being closed as a slow consumer.
     Slow,
@@ -107,15 +108,47 @@ impl Member {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a shared frame without waiting. A full queue closes the connection with
-    /// [`CloseCode::SLOW_CONSUMER`]: herald never skips a frame silently.
+    /// Gives the member its socket: from now on frames are written through when nothing
+    /// is queued ahead of them.
+    pub fn attach(&self, socket: TcpStream) {
+        let mut state = self.state();
+        state.out.socket = Some(socket);
+        let queued = !state.out.queue.is_empty();
+        drop(state);
+        if queued {
+            self.0.ready.notify_one();
+        }
+    }
+
+    /// Gives up the socket (closing it); reads then see the end of the stream.
+    pub fn release(&self) {
+        self.state().out.socket = None;
+    }
+
+    /// Delivers a shared frame without waiting: see [`Member::try_deliver_at`].
     pub fn try_deliver(&self, frame: &Bytes) -> Delivery {
         self.try_deliver_at(frame, Instant::now())
     }
 
-    /// [`Member::try_deliver`] of a frame published at `at` (one clock read per fan-out).
+    /// Delivers a frame published at `at` (one clock read per fan-out). With nothing
+    /// queued it is written to the socket at once; what the socket does not take is
+    /// queued and the session woken to finish it. A full queue closes the connection with
+    /// [`CloseCode::SLOW_CONSUMER`]: herald never skips a frame silently.
     pub fn try_deliver_at(&self, frame: &Bytes, at: Instant) -> Delivery {
-        self.push(Outbound::Frame(frame.clone()), at)
+        let mut state = self.state();
+        if state.ended {
+            return Delivery::Gone;
+        }
+        if !state.held && state.out.idle() {
+            let Some(rest) = state.out.write_through(frame) else {
+                return Delivery::Written;
+            };
+            state.out.push_back(Outbound::Frame(rest), at);
+            drop(state);
+            self.0.ready.notify_one();
+            return Delivery::Queued;
+        }
+        self.push(state, Outbound::Frame(frame.clone()), at)
     }
 
     /// Puts `frames` in front of everything queued, in order: a resume's `subscribed`
@@ -127,7 +160,7 @@ impl Member {
         if state.ended {
             return Delivery::Gone;
         }
-        if state.queue.len() + frames.len() > self.0.capacity {
+        if state.out.queue.len() + frames.len() > self.0.capacity {
             drop(state);
             self.close_now(CloseCode::SLOW_CONSUMER.frame());
             return Delivery::Slow;
@@ -135,12 +168,7 @@ impl Member {
         if frames.is_empty() {
             return Delivery::Queued;
         }
-        if state.queue.is_empty() {
-            state.since = Some(Instant::now());
-        }
-        for frame in frames.into_iter().rev() {
-            state.queue.push_front(Outbound::Frame(frame));
-        }
+        state.out.prepend(frames);
         drop(state);
         self.0.ready.notify_one();
         Delivery::Queued
@@ -149,32 +177,77 @@ impl Member {
     /// Closes after the frames already queued have been written; if the queue is full,
     /// closes at once with the same frame.
     pub fn close_after_queued(&self, frame: Close) {
-        if self.push(Outbound::Close(frame.clone()), Instant::now()) == Delivery::Slow {
+        let state = self.state();
+        if state.ended {
+            return;
+        }
+        if self.push(state, Outbound::Close(frame.clone()), Instant::now()) == Delivery::Slow {
             self.close_now(frame);
         }
     }
 
-    fn push(&self, item: Outbound, at: Instant) -> Delivery {
-        let mut state = self.state();
-        if state.ended {
-            return Delivery::Gone;
-        }
-        if state.queue.len() >= self.0.capacity {
+    fn push(&self, mut state: MutexGuard<'_, State>, item: Outbound, at: Instant) -> Delivery {
+        if state.out.queue.len() >= self.0.capacity {
             drop(state);
             self.close_now(CloseCode::SLOW_CONSUMER.frame());
             return Delivery::Slow;
         }
-        state.queue.push_back(item);
-        let first = state.queue.len() == 1;
-        if first {
-            state.since = Some(at);
-        }
+        let first = state.out.queue.is_empty();
+        state.out.push_back(item, at);
         drop(state);
         if first {
-            // One wake-up per batch: the session takes everything queued when it runs.
+            // One wake-up per backlog: the session writes everything queued when it runs.
             self.0.ready.notify_one();
         }
         Delivery::Queued
+    }
+
+    /// Writes tungstenite's bytes (a reply, pong or close frame) in order with the
+    /// notifications. A client that makes herald queue more than the send queue holds
+    /// (pings it never reads the answers to) is closed as a slow consumer.
+    pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
+        let mut state = self.state();
+        let queued = state.out.reply(buf)?;
+        let over = state.out.queue.len() > self.0.capacity;
+        drop(state);
+        if over {
+            self.close_now(CloseCode::SLOW_CONSUMER.frame());
+        }
+        if queued {
+            self.0.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued until the socket pushes back (see [`Flushed`]).
+    pub fn write_queued(&self) -> io::Result<Flushed> {
+        self.state().out.write_queued()
+    }
+
+    /// Polls for the socket to accept writes again.
+    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.state().out.poll_writable(cx)
+    }
+
+    /// Reads what the client sent (tungstenite's reads, through the session's adapter).
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.state().out.poll_read(cx, buf)
+    }
+
+    /// Queues frames instead of writing them through until [`Member::unhold`].
+    pub fn hold(&self) {
+        self.state().held = true;
+    }
+
+    /// Ends [`Member::hold`]; wakes the session if frames were queued meanwhile.
+    pub fn unhold(&self) {
+        let mut state = self.state();
+        state.held = false;
+        let queued = !state.out.queue.is_empty();
+        drop(state);
+        if queued {
+            self.0.ready.notify_one();
+        }
     }
 
     /// Closes at once, dropping whatever is still queued. The first close requested wins.
@@ -194,28 +267,28 @@ impl Member {
         self.state().close.clone()
     }
 
-    /// Resolves when something may have been queued since the last [`Member::take`].
+    /// Resolves when something may have been queued since the last write.
     pub async fn ready(&self) {
         self.0.ready.notified().await
     }
 
     /// Takes everything queued, leaving the queue empty (and unallocated).
     pub fn take(&self) -> VecDeque<Outbound> {
-        self.take_batch().0
+        self.state().out.take()
     }
 
-    /// Like [`Member::take`], with when the first of the taken items was queued.
-    pub fn take_batch(&self) -> (VecDeque<Outbound>, Option<Instant>) {
-        let mut state = self.state();
-        (std::mem::take(&mut state.queue), state.since.take())
+    /// Drops the queued frames that have not started (a partly written one must still be
+    /// completed before a close frame); returns how many were dropped.
+    pub fn drop_unstarted(&self) -> usize {
+        self.state().out.drop_unstarted()
     }
 
-    /// Marks the connection ended: later deliveries report [`Delivery::Gone`] and what was
-    /// queued is released.
-    pub fn end(&self) {
+    /// Marks the connection ended: later deliveries report [`Delivery::Gone`] and queued
+    /// frames not yet started are released. Returns how many were.
+    pub fn end(&self) -> usize {
         let mut state = self.state();
         state.ended = true;
-        state.queue = VecDeque::new();
+        state.out.drop_unstarted()
     }
 }
 
@@ -282,5 +355,132 @@ mod tests {
         );
         m.end();
         assert_eq!(m.try_deliver(&frame()), Delivery::Gone);
+    }
+}
+
+/// The write-through path on real sockets: what reaches the client, byte for byte.
+#[cfg(test)]
+mod socket_tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connected pair: (herald's end, the client's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (accepted.unwrap().0, client.unwrap())
+    }
+
+    /// Larger than any socket buffer, so the socket takes only part of it at once.
+    fn huge() -> Bytes {
+        Bytes::from((0..16 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+    }
+
+    /// What the session does: writes the queue whenever the socket is writable.
+    async fn finish(m: &Member) {
+        while !m.write_queued().unwrap().done {
+            poll_fn(|cx| m.poll_writable(cx)).await.unwrap();
+        }
+    }
+
+    /// Reads everything the client gets until herald releases the socket.
+    fn read_all(mut client: TcpStream) -> tokio::task::JoinHandle<Vec<u8>> {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        })
+    }
+
+    #[tokio::test]
+    async fn an_idle_socket_takes_the_frame_in_the_publishing_call() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 4, CancellationToken::new());
+        m.attach(server);
+        assert_eq!(
+            m.try_deliver(&Bytes::from_static(b"one")),
+            Delivery::Written
+        );
+        assert_eq!(
+            m.try_deliver(&Bytes::from_static(b"two")),
+            Delivery::Written
+        );
+        assert!(m.take().is_empty(), "nothing was queued");
+        m.release();
+        assert_eq!(read_all(client).await.unwrap(), b"onetwo");
+    }
+
+    #[tokio::test]
+    async fn a_partly_written_frame_completes_before_replies_and_later_frames() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 8, CancellationToken::new());
+        m.attach(server);
+        let huge = huge();
+        assert_eq!(
+            m.try_deliver(&huge),
+            Delivery::Queued,
+            "the socket pushed back"
+        );
+        assert_eq!(
+            m.try_deliver(&Bytes::from_static(b"live")),
+            Delivery::Queued
+        );
+        // tungstenite's pong and a resume's replay go after the partly written frame (never
+        // inside it) and before the frames not yet started.
+        m.reply(b"pong").unwrap();
+        assert_eq!(
+            m.prepend(vec![Bytes::from_static(b"replay")]),
+            Delivery::Queued
+        );
+        let reader = read_all(client);
+        finish(&m).await;
+        m.release();
+        let got = reader.await.unwrap();
+        let mut want = huge.to_vec();
+        want.extend_from_slice(b"pongreplaylive");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes out of order");
+    }
+
+    #[tokio::test]
+    async fn a_close_drops_frames_not_started_but_completes_a_partly_written_one() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 8, CancellationToken::new());
+        m.attach(server);
+        let huge = huge();
+        m.try_deliver(&huge);
+        m.try_deliver(&Bytes::from_static(b"dropped"));
+        assert_eq!(m.end(), 1);
+        assert_eq!(m.try_deliver(&Bytes::from_static(b"late")), Delivery::Gone);
+        m.reply(b"close").unwrap();
+        let reader = read_all(client);
+        finish(&m).await;
+        m.release();
+        let mut want = huge.to_vec();
+        want.extend_from_slice(b"close");
+        assert!(reader.await.unwrap() == want);
+    }
+
+    #[tokio::test]
+    async fn a_held_member_queues_and_its_replies_go_first() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 8, CancellationToken::new());
+        m.attach(server);
+        m.hold();
+        assert_eq!(
+            m.try_deliver(&Bytes::from_static(b"live")),
+            Delivery::Queued
+        );
+        m.reply(b"subscribed").unwrap();
+        m.unhold();
+        m.ready().await;
+        finish(&m).await;
+        m.release();
+        assert_eq!(read_all(client).await.unwrap(), b"subscribedlive");
     }
 }

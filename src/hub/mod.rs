@@ -10,9 +10,11 @@
 
 mod group;
 mod member;
+mod output;
 mod shard;
 
-pub use member::{ConnId, Delivery, Member, Outbound};
+pub use member::{ConnId, Delivery, Member};
+pub use output::{Flushed, Outbound};
 pub use shard::SHARDS;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -41,8 +43,10 @@ pub struct Hub {
 /// Outcome of one local fan-out.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fanout {
-    /// Members the frame was queued for.
+    /// Members the frame was written or queued for.
     pub queued: usize,
+    /// Of those, members whose socket took the whole frame at once.
+    pub written: usize,
     /// Members being closed because their queue was full.
     pub slow: usize,
 }
@@ -166,8 +170,9 @@ impl Hub {
     }
 
     /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`,
-    /// to the local members of `group` in `audience`. The bytes are shared, not copied: a
-    /// clone only bumps a reference count. A publication this node already delivered (or
+    /// to the local members of `group` in `audience`, writing it straight to each socket
+    /// that has nothing queued (see [`Member::try_deliver_at`]). The bytes are shared, not
+    /// copied: a queued clone only bumps a reference count. A publication this node already delivered (or
     /// one from before its members joined) is skipped: nobody sees an offset twice.
     pub fn deliver(
         &self,
@@ -186,6 +191,10 @@ impl Hub {
         let now = Instant::now();
         for member in entry.members.values().filter(|m| audience.includes(m)) {
             match member.try_deliver_at(frame, now) {
+                Delivery::Written => {
+                    out.queued += 1;
+                    out.written += 1;
+                }
                 Delivery::Queued => out.queued += 1,
                 Delivery::Slow => out.slow += 1,
                 Delivery::Gone => {}

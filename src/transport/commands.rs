@@ -96,15 +96,17 @@ impl Membership {
         Ok(())
     }
 
-    /// Ends the member and leaves every group, so nothing more is queued for it.
-    pub async fn leave_all(&mut self) {
-        self.member.end();
+    /// Ends the member and leaves every group, so nothing more is queued for it. Returns
+    /// how many queued frames were dropped (see [`Member::end`]).
+    pub async fn leave_all(&mut self) -> usize {
+        let dropped = self.member.end();
         self.state.hub.unregister(&self.member);
         for group in std::mem::take(&mut self.groups) {
             if let Err(e) = self.leave(&group).await {
                 tracing::warn!(conn = self.member.id(), %group, error = %e, "leaving group failed");
             }
         }
+        dropped
     }
 
     /// Handles one text frame from the client and returns the replies due, in order

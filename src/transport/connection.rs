@@ -1,31 +1,66 @@
-//! The socket of one connection: writing queued frames with vectored writes, sending
-//! replies through tungstenite, and ending the connection cleanly.
+//! The socket of one connection: the adapter tungstenite reads and writes through,
+//! finishing what the write-through path queued, and ending the connection cleanly.
+//!
+//! The member owns the socket (see `hub::output`): notifications are written to it by the
+//! publishing task, and tungstenite's writes go through [`MemberIo`] into the same ordered
+//! output, so every write to the socket happens in one place, under the member's lock.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Buf;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WireCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::hub::Outbound;
+use crate::hub::Member;
 use crate::protocol::Close;
 
-/// The upgraded socket, unsplit: one set of buffers per connection.
-pub(super) type Socket = WebSocketStream<TcpStream>;
-
-/// Most frames handed to one `writev` (Linux allows 1024; this keeps the array on the stack).
-const MAX_IOV: usize = 64;
+/// The upgraded socket as tungstenite sees it.
+pub(super) type Socket = WebSocketStream<MemberIo>;
 
 /// The longest herald waits for a client to answer its close frame.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
+
+/// tungstenite's view of the member's socket: reads come from the socket, writes go into
+/// the member's ordered output (at once when nothing is queued ahead of them).
+#[derive(Debug)]
+pub struct MemberIo(pub(super) Member);
+
+impl AsyncRead for MemberIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.0.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for MemberIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.0.reply(buf).map(|()| buf.len()))
+    }
+
+    /// Written or queued already; the session finishes the queue.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
 
 /// How a connection ends.
 pub(super) enum Ending {
@@ -37,22 +72,37 @@ pub(super) enum Ending {
     Drop,
 }
 
-/// What one [`Connection::write_pending`] did.
+/// What one [`write_pending`] did.
+#[derive(Debug, Default)]
 pub(super) struct Written {
-    /// Notification frames written whole.
+    /// Notification frames completed.
     pub(super) frames: usize,
     /// The close queued after them (a group or user close), now due.
     pub(super) close: Option<Close>,
+    /// When the backlog started queueing (delivery-lag metric).
+    pub(super) since: Option<std::time::Instant>,
 }
 
-/// The socket, what is being written to it, and heartbeat bookkeeping.
+/// Writes what the member has queued, waiting for the socket to take it, up to a queued
+/// close (group close), which it returns. Cancel-safe: the queue always holds what is
+/// unwritten, and a partly written item stays at its front.
+pub(super) async fn write_pending(member: &Member) -> io::Result<Written> {
+    let mut out = Written::default();
+    loop {
+        let flushed = member.write_queued()?;
+        out.frames += flushed.frames;
+        if flushed.done {
+            out.close = flushed.close;
+            out.since = flushed.since;
+            return Ok(out);
+        }
+        poll_fn(|cx| member.poll_writable(cx)).await?;
+    }
+}
+
+/// The socket and heartbeat bookkeeping.
 pub(super) struct Connection {
     pub(super) ws: Socket,
-    /// Taken from the member's queue and not yet fully written. The front frame may be
-    /// partly written (`front_started`); the rest are untouched.
-    pub(super) pending: VecDeque<Outbound>,
-    /// Whether some bytes of the front pending frame are already on the wire.
-    front_started: bool,
     /// When anything (a frame, a pong) last arrived from the client.
     pub(super) last_seen: Instant,
     /// When the outstanding heartbeat ping was sent.
@@ -64,70 +114,13 @@ impl Connection {
     pub(super) fn new(ws: Socket) -> Self {
         Self {
             ws,
-            pending: VecDeque::new(),
-            front_started: false,
             last_seen: Instant::now(),
             ping_sent: None,
         }
     }
 
-    /// Writes the pending frames with vectored writes, stopping at a queued close (group
-    /// close), which it returns. Cancel-safe: `pending` always reflects what is unwritten.
-    pub(super) async fn write_pending(&mut self) -> std::io::Result<Written> {
-        let before = self.pending.len();
-        // Anything tungstenite buffered (an automatic pong) goes first, whole.
-        self.ws.flush().await.map_err(std::io::Error::other)?;
-        loop {
-            let written = {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut n = 0;
-                for (slot, item) in iov.iter_mut().zip(self.pending.iter()) {
-                    let Outbound::Frame(bytes) = item else { break };
-                    *slot = IoSlice::new(bytes);
-                    n += 1;
-                }
-                if n == 0 {
-                    break;
-                }
-                self.ws.get_mut().write_vectored(&iov[..n]).await?
-            };
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.advance(written);
-        }
-        self.ws.get_mut().flush().await?;
-        let close = match self.pending.pop_front() {
-            Some(Outbound::Close(frame)) => Some(frame),
-            _ => None,
-        };
-        // Everything that left `pending` was written, except a close popped just now.
-        let frames = before - self.pending.len() - usize::from(close.is_some());
-        Ok(Written { frames, close })
-    }
-
-    /// Drops the first `written` bytes of the frames at the front of `pending`.
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(Outbound::Frame(front)) = self.pending.front_mut() else {
-                return;
-            };
-            if front.len() > written {
-                front.advance(written);
-                self.front_started = true;
-                return;
-            }
-            written -= front.len();
-            self.pending.pop_front();
-            self.front_started = false;
-        }
-    }
-
-    /// Keeps only a partly written front frame (it must be completed before anything
-    /// else can be written) and drops everything not yet started.
-    pub(super) fn drop_unstarted(&mut self) {
-        let keep = usize::from(self.front_started);
-        self.pending.truncate(keep);
+    fn member(&self) -> &Member {
+        &self.ws.get_ref().0
     }
 
     /// Sends one frame through tungstenite now, bounded by `limit`.
@@ -140,23 +133,28 @@ impl Connection {
 
     /// Ends the connection as `ending` says: at most `write_limit` to get the close frame
     /// out (a slow consumer may still be reading its backlog), then a short wait for the
-    /// client's answer so the TCP close is clean.
+    /// client's answer so the TCP close is clean. Releases the socket.
     pub(super) async fn finish(mut self, ending: Ending, write_limit: Duration) {
         match ending {
             Ending::Drop => {}
             Ending::ClientClosed => {
-                let _ = timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
+                let echo = async {
+                    let _ = self.ws.flush().await;
+                    write_pending(self.member()).await
+                };
+                let _ = timeout(CLOSE_HANDSHAKE, echo).await;
             }
             Ending::Close(close) => {
                 let sent = async {
-                    // Complete a partly written frame, or the close frame would land inside it.
-                    self.write_pending().await.map_err(|_| ())?;
+                    // The close frame is ordered behind a partly written frame (never
+                    // inside it) and before anything not yet started.
                     self.ws
                         .send(Message::Close(Some(wire_close(&close))))
                         .await
-                        .map_err(|_| ())
+                        .map_err(|_| ())?;
+                    write_pending(self.member()).await.map_err(|_| ())
                 };
-                if matches!(timeout(write_limit, sent).await, Ok(Ok(()))) {
+                if matches!(timeout(write_limit, sent).await, Ok(Ok(_))) {
                     let _ = timeout(CLOSE_HANDSHAKE, async {
                         while let Some(Ok(_)) = self.ws.next().await {}
                     })
@@ -164,6 +162,7 @@ impl Connection {
                 }
             }
         }
+        self.member().release();
     }
 }
 

@@ -6,12 +6,13 @@
 //! queue, frames from the client, the heartbeat timer and, with auth on, the token's
 //! expiry (a `refresh` frame moves it).
 //!
-//! Notifications arrive as complete encoded frames shared by every recipient, so they are
-//! written straight to the socket with vectored writes: everything queued goes out in as
-//! few syscalls as possible, with no per-connection write buffer to keep a burst's
-//! high-water mark. tungstenite still reads client frames, answers pings and writes the
-//! small replies and close frames; it is flushed before raw writes so frames never
-//! interleave.
+//! Notifications arrive as complete encoded frames shared by every recipient, and the
+//! publishing task writes each straight to the socket when nothing is queued ahead of it
+//! (`hub::output`). The session only finishes what the socket did not take at once,
+//! with vectored writes when it is writable again, so a delivery costs no task wake-up.
+//! tungstenite still reads client frames, answers pings and writes the small replies and
+//! close frames, through the same ordered output (`connection::MemberIo`), so frames
+//! never interleave.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::commands::Membership;
-use super::connection::{Connection, Ending, Socket, Written};
+use super::connection::{write_pending, Connection, Ending, MemberIo, Socket, Written};
 use crate::auth::Grant;
 use crate::broker::BrokerError;
 use crate::hub::Member;
@@ -99,18 +100,27 @@ impl Session {
         self.membership.leave_all().await;
     }
 
+    /// Hands the upgraded socket to the member (from now on notifications are written
+    /// through to it) and returns what tungstenite reads and writes through.
+    pub fn attach(&self, socket: tokio::net::TcpStream) -> MemberIo {
+        let member = self.membership.member();
+        member.attach(socket);
+        MemberIo(member.clone())
+    }
+
     /// Serves the connection until it ends, then leaves its groups and closes the socket.
     pub async fn run(mut self, ws: Socket) {
         tracing::debug!(conn = self.id(), remote = ?self.remote, "connection opened");
         let mut conn = Connection::new(ws);
         let ending = self.serve(&mut conn).await;
-        let mut discarded = self.membership.member().take().len();
+        // Leave first, so no more frames are queued for a connection that is going away;
+        // this also drops the queued frames not yet started (a partly written one stays:
+        // the close frame goes after it). A dropped socket takes everything with it.
+        let mut discarded = self.membership.leave_all().await;
         if matches!(ending, Ending::Drop) {
-            discarded += conn.pending.len();
+            discarded += self.membership.member().take().len();
         }
         self.state.metrics.dropped_closed.inc_by(discarded as u64);
-        // Leave first, so no more frames are queued for a connection that is going away.
-        self.membership.leave_all().await;
         let (code, how) = match &ending {
             Ending::Close(frame) => {
                 let code = frame.code;
@@ -191,7 +201,8 @@ impl Session {
         }
     }
 
-    /// Writes everything queued for the member as one batch, within `write_timeout`. A
+    /// Writes everything queued for the member (what the socket did not take at once),
+    /// waiting for it to be writable, within `write_timeout`. A
     /// close request or shutdown (`closing`) interrupts a write stuck on a slow client.
     /// `None` while the connection goes on.
     async fn write_batch(
@@ -200,13 +211,12 @@ impl Session {
         closing: Pin<&mut impl Future<Output = ()>>,
         write_timeout: Duration,
     ) -> Option<Ending> {
-        let since;
-        (conn.pending, since) = self.membership.member().take_batch();
+        let member = self.membership.member().clone();
         tokio::select! {
             biased;
             _ = closing => Some(Box::pin(self.on_closing(conn)).await),
-            written = timeout(write_timeout, conn.write_pending()) => match written {
-                Ok(Ok(Written { frames, close })) => {
+            written = timeout(write_timeout, write_pending(&member)) => match written {
+                Ok(Ok(Written { frames, close, since })) => {
                     self.state.metrics.batch_written(frames, since);
                     close.map(Ending::Close)
                 }
@@ -222,18 +232,15 @@ impl Session {
     /// A close was requested or shutdown began. A requested close (slow consumer, a group
     /// close that found the queue full) drops the queue; on shutdown what is already queued
     /// is still written, within `--write-timeout`, before 1012.
-    async fn on_closing(&mut self, conn: &mut Connection) -> Ending {
+    async fn on_closing(&mut self, _conn: &mut Connection) -> Ending {
         let member = self.membership.member();
         if let Some(frame) = member.requested_close() {
-            let before = conn.pending.len();
-            conn.drop_unstarted();
-            let discarded = before - conn.pending.len() + member.take().len();
+            let discarded = member.drop_unstarted();
             self.state.metrics.dropped_closed.inc_by(discarded as u64);
             return Ending::Close(frame);
         }
-        conn.pending.extend(member.take());
-        match timeout(self.state.config.write_timeout, conn.write_pending()).await {
-            Ok(Ok(Written { frames, close })) => {
+        match timeout(self.state.config.write_timeout, write_pending(member)).await {
+            Ok(Ok(Written { frames, close, .. })) => {
                 self.state.metrics.batch_written(frames, None);
                 Ending::Close(close.unwrap_or_else(|| CloseCode::SERVICE_RESTART.frame()))
             }
@@ -253,6 +260,12 @@ impl Session {
         };
         match msg {
             Message::Text(text) => {
+                // Held while the frame is handled: a subscribe's live notifications must
+                // not be written through ahead of its `subscribed` reply (and a resume's
+                // replay, which is queued in front of them).
+                let member = self.membership.member().clone();
+                member.hold();
+                let mut ending = None;
                 for reply in self.membership.on_frame(&text).await {
                     let msg = Message::text(reply.to_json());
                     if conn
@@ -260,10 +273,12 @@ impl Session {
                         .await
                         .is_err()
                     {
-                        return Some(Ending::Drop);
+                        ending = Some(Ending::Drop);
+                        break;
                     }
                 }
-                None
+                member.unhold();
+                ending
             }
             Message::Binary(_) => Some(Ending::Close(CloseCode::UNSUPPORTED_DATA.frame())),
             Message::Close(_) => Some(Ending::ClientClosed),

@@ -31,7 +31,7 @@ use crate::state::AppState;
 /// frame still arrives whole, in several reads.
 const READ_BUFFER: usize = 512;
 /// tungstenite writes only replies, pongs and close frames (notifications bypass it, see
-/// `session`), so it writes each at once and keeps no buffer to batch them.
+/// `session`), each at once into the member's output, so it keeps no buffer to batch them.
 const WRITE_BUFFER: usize = 0;
 
 /// A validated upgrade request.
@@ -160,8 +160,9 @@ async fn open_session(
 }
 
 /// Spawns the session task (tracked, so shutdown waits for it): it takes the TCP stream
-/// hyper hands over after the 101 (leaving the HTTP connection's state behind), wraps it
-/// in a small-buffer [`WebSocketConfig`] and runs the session.
+/// hyper hands over after the 101 (leaving the HTTP connection's state behind), hands it
+/// to the member (notifications are written through to it from then on), wraps the
+/// member's reader/writer in a small-buffer [`WebSocketConfig`] and runs the session.
 fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -176,13 +177,15 @@ fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
                 Ok((tcp, read)) if read.is_empty() => {
                     // An empty view still holds hyper's whole read buffer.
                     drop(read);
-                    let ws = WebSocketStream::from_raw_socket(tcp, Role::Server, Some(config));
+                    let io = session.attach(tcp);
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config));
                     session.run(ws.await).await;
                 }
                 // The client's first frames arrived with the request.
                 Ok((tcp, read)) => {
+                    let io = session.attach(tcp);
                     let ws = WebSocketStream::from_partially_read(
-                        tcp,
+                        io,
                         read.to_vec(),
                         Role::Server,
                         Some(config),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use herald::protocol::CloseCode;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -117,4 +117,57 @@ async fn a_client_that_answers_pings_stays_connected() {
     assert!(pings >= 2, "herald pings an idle connection (saw {pings})");
     app.notify_ok("hb", "e", json!(1)).await;
     assert_eq!(alive.recv_json().await["offset"], 1);
+}
+
+#[tokio::test]
+async fn pongs_and_replies_stay_whole_between_partly_written_notifications() {
+    let app = spawn_app_with(|c| {
+        c.send_queue = 4096;
+        c.write_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // The client reads nothing until the end, so the socket pushes back and notifications
+    // are written in parts; its pings make herald write pongs (and its subscribe a reply)
+    // in between, which must land between whole frames.
+    let mut ws = app.ws("/ws/feed").await;
+    let filler = "x".repeat(16 * 1024);
+    let mut sent = 0u64;
+    for round in 0..40u32 {
+        for _ in 0..10 {
+            app.notify_ok("feed", "tick", json!({"filler": filler}))
+                .await;
+            sent += 1;
+        }
+        let ping = Message::Ping(round.to_be_bytes().to_vec().into());
+        ws.0.send(ping).await.unwrap();
+    }
+    ws.send_json(json!({"type": "subscribe", "group": "other"}))
+        .await;
+
+    let (mut offsets, mut pongs, mut subscribed) = (Vec::new(), Vec::new(), false);
+    while (offsets.len() as u64) < sent || pongs.len() < 40 || !subscribed {
+        let msg = tokio::time::timeout(crate::helpers::WAIT, ws.0.next())
+            .await
+            .expect("timed out")
+            .expect("connection ended")
+            .expect("a frame that does not parse: bytes interleaved");
+        match msg {
+            Message::Text(t) => {
+                let frame: serde_json::Value = serde_json::from_str(&t).unwrap();
+                match frame["type"].as_str() {
+                    Some("notify") => {
+                        assert_eq!(frame["data"]["filler"], filler.as_str());
+                        offsets.push(frame["offset"].as_u64().unwrap());
+                    }
+                    Some("subscribed") => subscribed = true,
+                    _ => panic!("unexpected {frame}"),
+                }
+            }
+            Message::Pong(p) => pongs.push(u32::from_be_bytes(p[..].try_into().unwrap())),
+            Message::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(offsets, (1..=sent).collect::<Vec<_>>());
+    assert_eq!(pongs, (0..40).collect::<Vec<_>>());
 }

@@ -1,0 +1,248 @@
+//! A connection's ordered output: the socket, and what could not be written to it yet.
+//!
+//! Every byte for a connection goes through here, under its member's lock: notification
+//! frames from the publishing task, and tungstenite's replies, pongs and close frames from
+//! the session. A frame is written straight to the socket when nothing is ahead of it (the
+//! write-through path, as uWebSockets does in its publish call); only what the socket does
+//! not take at once is queued, and the session finishes it when the socket is writable.
+//! A partly written item stays at the front until it is complete, so bytes of two frames
+//! never interleave.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
+
+use crate::protocol::Close;
+
+/// Most items handed to one `writev` (Linux allows 1024; this keeps the array on the stack).
+const MAX_IOV: usize = 64;
+
+/// Something queued for a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// A complete, encoded WebSocket frame shared with other recipients.
+    Frame(Bytes),
+    /// Bytes tungstenite wrote (a reply, a pong, a close frame): they go before the
+    /// queued frames, as they did when tungstenite wrote to the socket itself.
+    Reply(Bytes),
+    /// Close with this frame once everything queued before it is written.
+    Close(Close),
+}
+
+/// The socket and its backlog. `Default` is a connection whose socket is not attached yet:
+/// everything queues until the session attaches it.
+#[derive(Debug, Default)]
+pub(super) struct Output {
+    pub(super) socket: Option<TcpStream>,
+    pub(super) queue: VecDeque<Outbound>,
+    /// How many items at the front must go before anything else: a partly written item
+    /// and the replies queued behind it. Replies and resumed frames are put after them.
+    lead: usize,
+    /// When the first queued notification frame was queued (delivery-lag metric).
+    pub(super) since: Option<Instant>,
+}
+
+/// What one [`Output::write_queued`] did.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Notification frames completed.
+    pub frames: usize,
+    /// The socket took everything up to a queued close (or all of it).
+    pub done: bool,
+    /// The close queued after the written frames, now due (only with `done`).
+    pub close: Option<Close>,
+    /// When the written backlog started queueing (only with `done`).
+    pub since: Option<Instant>,
+}
+
+impl Output {
+    /// Whether a frame may be written now, ahead of nothing.
+    pub(super) fn idle(&self) -> bool {
+        self.queue.is_empty() && self.socket.is_some()
+    }
+
+    /// Writes `bytes` at once if the socket takes them; returns what it did not take
+    /// (`None`: all written). Only call when nothing is queued ([`Output::idle`]).
+    pub(super) fn write_through(&mut self, bytes: &Bytes) -> Option<Bytes> {
+        let Some(socket) = &self.socket else {
+            return Some(bytes.clone());
+        };
+        match socket.try_write(bytes) {
+            Ok(n) if n == bytes.len() => None,
+            Ok(n) => {
+                if n > 0 {
+                    // Started: the rest must go before anything else.
+                    self.lead = 1;
+                }
+                Some(bytes.slice(n..))
+            }
+            // WouldBlock, or a broken socket the session will find when it writes.
+            Err(_) => Some(bytes.clone()),
+        }
+    }
+
+    /// Queues a notification frame (or its unwritten rest) at the back.
+    pub(super) fn push_back(&mut self, item: Outbound, at: Instant) {
+        if self.queue.is_empty() {
+            self.since = Some(at);
+        }
+        self.queue.push_back(item);
+    }
+
+    /// Puts `frames` after the lead (a partly written item, replies) and before every
+    /// other queued item, in order.
+    pub(super) fn prepend(&mut self, frames: Vec<Bytes>) {
+        if self.queue.is_empty() {
+            self.since = Some(Instant::now());
+        }
+        for (i, frame) in frames.into_iter().enumerate() {
+            self.queue.insert(self.lead + i, Outbound::Frame(frame));
+        }
+    }
+
+    /// Writes tungstenite's bytes: at once when nothing must go before them, else queued
+    /// after the lead. Returns true when something was queued (the session must finish it).
+    pub(super) fn reply(&mut self, buf: &[u8]) -> io::Result<bool> {
+        let Some(socket) = &self.socket else {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
+        let mut written = 0;
+        if self.lead == 0 {
+            match socket.try_write(buf) {
+                Ok(n) => written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if written == buf.len() {
+            return Ok(false);
+        }
+        let rest = Bytes::copy_from_slice(&buf[written..]);
+        self.queue.insert(self.lead, Outbound::Reply(rest));
+        self.lead += 1;
+        Ok(true)
+    }
+
+    /// Writes the queue with vectored writes until the socket pushes back or a queued
+    /// close is reached (popped and returned).
+    pub(super) fn write_queued(&mut self) -> io::Result<Flushed> {
+        let mut out = Flushed::default();
+        let Some(socket) = &self.socket else {
+            return Ok(out);
+        };
+        loop {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (slot, item) in iov.iter_mut().zip(self.queue.iter()) {
+                match item {
+                    Outbound::Frame(bytes) | Outbound::Reply(bytes) => *slot = IoSlice::new(bytes),
+                    Outbound::Close(_) => break,
+                }
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            match socket.try_write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => out.frames += advance(&mut self.queue, &mut self.lead, written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+                Err(e) => return Err(e),
+            }
+        }
+        out.done = true;
+        if let Some(Outbound::Close(_)) = self.queue.front() {
+            if let Some(Outbound::Close(close)) = self.queue.pop_front() {
+                out.close = Some(close);
+            }
+        }
+        if self.queue.is_empty() {
+            // An idle connection's queue owns no memory.
+            self.queue = VecDeque::new();
+        }
+        out.since = self.since.take();
+        Ok(out)
+    }
+
+    /// Drops every queued item that has not started and is not a reply; returns how many
+    /// notification frames were dropped.
+    pub(super) fn drop_unstarted(&mut self) -> usize {
+        let dropped = self
+            .queue
+            .iter()
+            .skip(self.lead)
+            .filter(|i| matches!(i, Outbound::Frame(_)))
+            .count();
+        self.queue.truncate(self.lead);
+        dropped
+    }
+
+    /// Takes the whole queue (tests and the end of a connection).
+    pub(super) fn take(&mut self) -> VecDeque<Outbound> {
+        self.lead = 0;
+        self.since = None;
+        std::mem::take(&mut self.queue)
+    }
+
+    /// Polls for the socket to accept writes again.
+    pub(super) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.socket {
+            Some(socket) => socket.poll_write_ready(cx),
+            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    /// Reads what the client sent; an empty read once the socket is released.
+    pub(super) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(socket) = &self.socket else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            match socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            match socket.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was stale: poll again, which registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Drops the first `written` bytes of the items at the front of `queue`; returns how
+/// many notification frames were completed.
+fn advance(queue: &mut VecDeque<Outbound>, lead: &mut usize, mut written: usize) -> usize {
+    let mut frames = 0;
+    while written > 0 {
+        let (bytes, frame) = match queue.front_mut() {
+            Some(Outbound::Frame(b)) => (b, true),
+            Some(Outbound::Reply(b)) => (b, false),
+            _ => break,
+        };
+        if bytes.len() > written {
+            bytes.advance(written);
+            *lead = (*lead).max(1);
+            break;
+        }
+        written -= bytes.len();
+        queue.pop_front();
+        *lead = lead.saturating_sub(1);
+        frames += usize::from(frame);
+    }
+    frames
+}
