@@ -64,8 +64,8 @@ impl AppState {
     /// config) when there is one. Must run inside the tokio runtime: the Redis broker
     /// connects in the background.
     pub fn new(config: Config, verifier: Option<Verifier>) -> Self {
-        let hub = Arc::new(Hub::new());
         let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::with_metrics(Some(metrics.clone())));
         let node = Arc::new(match &config.redis_url {
             None => Node::memory(hub.clone(), metrics.clone(), config.history()),
             Some(url) => Node::redis(hub.clone(), metrics.clone(), redis_settings(&config, url)),

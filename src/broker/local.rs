@@ -3,7 +3,6 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -70,14 +69,10 @@ impl Local {
         users: Option<&HashSet<UserId>>,
     ) -> Fanout {
         let audience = users.map_or(Audience::Everyone, Audience::Users);
-        let start = Instant::now();
         let fanout = self
             .hub
             .deliver(&publication.group, publication.offset, frame, audience);
         self.metrics.published(fanout.queued, fanout.slow);
-        // Frames written through count as one batch, delivered by the end of the fan-out
-        // (queued ones are counted by their sessions).
-        self.metrics.batch_written(fanout.written, Some(start));
         fanout
     }
 

@@ -1,5 +1,5 @@
 //! One connection as the hub sees it: an id, its ordered output (the socket and a bounded
-//! backlog, see [`super::output`]) and a way to close it.
+//! queue, see [`super::output`]) and a way to close it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -49,17 +49,19 @@ struct State {
     /// The session has ended; nothing more is delivered.
     ended: bool,
     /// The session is handling a client frame (a subscribe may join and resume): frames
-    /// queue instead of being written through, so its replies and a resume's replay still
-    /// go before them.
+    /// are not written meanwhile, so its replies and a resume's replay still go before them.
     held: bool,
+    /// The member is on a drain's list: its queue is written when the drain runs.
+    scheduled: bool,
 }
 
 /// What happened to one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Written to the socket whole, at once.
-    Written,
-    /// Queued for the connection (its session finishes writing it).
+    /// Queued, and the member must be handed to a drain (see `super::drain`): its queue
+    /// went from empty to non-empty and its socket is free to write.
+    Scheduled,
+    /// Queued for the connection (behind frames already scheduled, or for its session).
     Queued,
     /// The queue was full: the connection is being closed as a slow consumer.
     Slow,
@@ -108,8 +110,7 @@ impl Member {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Gives the member its socket: from now on frames are written through when nothing
-    /// is queued ahead of them.
+    /// Gives the member its socket: from now on the hub's drain writes its frames.
     pub fn attach(&self, socket: TcpStream) {
         let mut state = self.state();
         state.out.socket = Some(socket);
@@ -125,30 +126,58 @@ impl Member {
         self.state().out.socket = None;
     }
 
-    /// Delivers a shared frame without waiting: see [`Member::try_deliver_at`].
+    /// Queues a shared frame without waiting: see [`Member::try_deliver_at`].
     pub fn try_deliver(&self, frame: &Bytes) -> Delivery {
         self.try_deliver_at(frame, Instant::now())
     }
 
-    /// Delivers a frame published at `at` (one clock read per fan-out). With nothing
-    /// queued it is written to the socket at once; what the socket does not take is
-    /// queued and the session woken to finish it. A full queue closes the connection with
+    /// Queues a frame published at `at` (one clock read per fan-out). The first frame
+    /// queued for an attached socket reports [`Delivery::Scheduled`]: the caller hands the
+    /// member to a drain, which writes everything queued by then with one vectored write
+    /// (no task wake-up per delivery). A full queue closes the connection with
     /// [`CloseCode::SLOW_CONSUMER`]: herald never skips a frame silently.
     pub fn try_deliver_at(&self, frame: &Bytes, at: Instant) -> Delivery {
         let mut state = self.state();
         if state.ended {
             return Delivery::Gone;
         }
-        if !state.held && state.out.idle() {
-            let Some(rest) = state.out.write_through(frame) else {
-                return Delivery::Written;
-            };
-            state.out.push_back(Outbound::Frame(rest), at);
+        if state.out.queue.len() >= self.0.capacity {
             drop(state);
-            self.0.ready.notify_one();
+            self.close_now(CloseCode::SLOW_CONSUMER.frame());
+            return Delivery::Slow;
+        }
+        let first = state.out.queue.is_empty();
+        state.out.push_back(Outbound::Frame(frame.clone()), at);
+        if !first || state.scheduled {
+            // Behind frames a drain or the session is already going to write.
             return Delivery::Queued;
         }
-        self.push(state, Outbound::Frame(frame.clone()), at)
+        if state.out.socket.is_some() && !state.held {
+            state.scheduled = true;
+            return Delivery::Scheduled;
+        }
+        drop(state);
+        self.0.ready.notify_one();
+        Delivery::Queued
+    }
+
+    /// A drain's turn: writes what is queued without waiting. What the socket does not
+    /// take (or a queued close) is left to the session, which is woken for it. Returns
+    /// the notification frames written and when the first of them was published.
+    pub fn flush_scheduled(&self) -> (usize, Option<Instant>) {
+        let mut state = self.state();
+        state.scheduled = false;
+        if state.held || state.ended {
+            // `unhold` wakes the session; an ended one discards the queue.
+            return (0, None);
+        }
+        let flushed = state.out.write_queued(false);
+        let backlog = !state.out.queue.is_empty();
+        drop(state);
+        if backlog || flushed.is_err() {
+            self.0.ready.notify_one();
+        }
+        flushed.map_or((0, None), |f| (f.frames, f.since))
     }
 
     /// Puts `frames` in front of everything queued, in order: a resume's `subscribed`
@@ -186,19 +215,16 @@ impl Member {
         }
     }
 
+    /// Queues a close (or another item the session must see) and wakes the session.
     fn push(&self, mut state: MutexGuard<'_, State>, item: Outbound, at: Instant) -> Delivery {
         if state.out.queue.len() >= self.0.capacity {
             drop(state);
             self.close_now(CloseCode::SLOW_CONSUMER.frame());
             return Delivery::Slow;
         }
-        let first = state.out.queue.is_empty();
         state.out.push_back(item, at);
         drop(state);
-        if first {
-            // One wake-up per backlog: the session writes everything queued when it runs.
-            self.0.ready.notify_one();
-        }
+        self.0.ready.notify_one();
         Delivery::Queued
     }
 
@@ -219,9 +245,10 @@ impl Member {
         Ok(())
     }
 
-    /// Writes what is queued until the socket pushes back (see [`Flushed`]).
+    /// The session's write: what is queued until the socket pushes back, up to a queued
+    /// close, which it returns (see [`Flushed`]).
     pub fn write_queued(&self) -> io::Result<Flushed> {
-        self.state().out.write_queued()
+        self.state().out.write_queued(true)
     }
 
     /// Polls for the socket to accept writes again.
@@ -234,7 +261,7 @@ impl Member {
         self.state().out.poll_read(cx, buf)
     }
 
-    /// Queues frames instead of writing them through until [`Member::unhold`].
+    /// Keeps frames queued (no drain writes them) until [`Member::unhold`].
     pub fn hold(&self) {
         self.state().held = true;
     }
@@ -398,21 +425,30 @@ mod socket_tests {
     }
 
     #[tokio::test]
-    async fn an_idle_socket_takes_the_frame_in_the_publishing_call() {
+    async fn the_first_frame_schedules_and_one_flush_writes_the_burst() {
         let (server, client) = pair().await;
         let m = Member::new(1, 4, CancellationToken::new());
+        assert_eq!(
+            m.try_deliver(&Bytes::from_static(b"early")),
+            Delivery::Queued,
+            "no socket yet"
+        );
+        m.take();
         m.attach(server);
         assert_eq!(
             m.try_deliver(&Bytes::from_static(b"one")),
-            Delivery::Written
+            Delivery::Scheduled
         );
+        assert_eq!(m.try_deliver(&Bytes::from_static(b"two")), Delivery::Queued);
+        assert_eq!(m.flush_scheduled().0, 2);
+        assert!(m.take().is_empty(), "the socket took both");
         assert_eq!(
-            m.try_deliver(&Bytes::from_static(b"two")),
-            Delivery::Written
+            m.try_deliver(&Bytes::from_static(b"3")),
+            Delivery::Scheduled
         );
-        assert!(m.take().is_empty(), "nothing was queued");
+        m.flush_scheduled();
         m.release();
-        assert_eq!(read_all(client).await.unwrap(), b"onetwo");
+        assert_eq!(read_all(client).await.unwrap(), b"onetwo3");
     }
 
     #[tokio::test]
@@ -421,11 +457,10 @@ mod socket_tests {
         let m = Member::new(1, 8, CancellationToken::new());
         m.attach(server);
         let huge = huge();
-        assert_eq!(
-            m.try_deliver(&huge),
-            Delivery::Queued,
-            "the socket pushed back"
-        );
+        assert_eq!(m.try_deliver(&huge), Delivery::Scheduled);
+        assert_eq!(m.flush_scheduled().0, 0, "the socket took only part of it");
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), m.ready());
+        woken.await.expect("the session is woken to finish it");
         assert_eq!(
             m.try_deliver(&Bytes::from_static(b"live")),
             Delivery::Queued
@@ -454,6 +489,7 @@ mod socket_tests {
         m.attach(server);
         let huge = huge();
         m.try_deliver(&huge);
+        m.flush_scheduled();
         m.try_deliver(&Bytes::from_static(b"dropped"));
         assert_eq!(m.end(), 1);
         assert_eq!(m.try_deliver(&Bytes::from_static(b"late")), Delivery::Gone);

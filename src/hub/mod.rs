@@ -8,6 +8,7 @@
 //! Groups (and users) are spread over [`SHARDS`] locks so joins in one group do not wait
 //! for a large fan-out in another.
 
+mod drain;
 mod group;
 mod member;
 mod output;
@@ -20,9 +21,13 @@ pub use shard::SHARDS;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
+use crate::metrics::Metrics;
 use crate::protocol::{Close, GroupName, Offset, Position, UserId};
+use drain::Drains;
 use group::Group;
 use shard::Sharded;
 
@@ -38,15 +43,15 @@ pub struct Hub {
     /// Connections of each authenticated user (for user close). Only members created with
     /// a user are in it, so it stays empty, and costs nothing, when auth is off.
     users: Sharded<UserId, Members>,
+    /// Write the queues that fan-outs fill (see `drain`).
+    drains: Drains,
 }
 
 /// Outcome of one local fan-out.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fanout {
-    /// Members the frame was written or queued for.
+    /// Members the frame was queued for.
     pub queued: usize,
-    /// Of those, members whose socket took the whole frame at once.
-    pub written: usize,
     /// Members being closed because their queue was full.
     pub slow: usize,
 }
@@ -89,9 +94,15 @@ impl Default for Hub {
 impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
+        Self::with_metrics(None)
+    }
+
+    /// An empty hub whose drains record the frames they write in `metrics`.
+    pub fn with_metrics(metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             groups: Sharded::new(),
             users: Sharded::new(),
+            drains: Drains::new(metrics),
         }
     }
 
@@ -170,9 +181,9 @@ impl Hub {
     }
 
     /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`,
-    /// to the local members of `group` in `audience`, writing it straight to each socket
-    /// that has nothing queued (see [`Member::try_deliver_at`]). The bytes are shared, not
-    /// copied: a queued clone only bumps a reference count. A publication this node already delivered (or
+    /// to the local members of `group` in `audience`, and hands the members that had
+    /// nothing queued to the drains that write it (see `drain`). The bytes are shared,
+    /// not copied: a clone only bumps a reference count. A publication this node already delivered (or
     /// one from before its members joined) is skipped: nobody sees an offset twice.
     pub fn deliver(
         &self,
@@ -189,17 +200,20 @@ impl Hub {
         // One clock read per fan-out, not per member (and none for a group without
         // local members): the delivery-lag metric's start.
         let now = Instant::now();
+        let mut scheduled = Vec::new();
         for member in entry.members.values().filter(|m| audience.includes(m)) {
             match member.try_deliver_at(frame, now) {
-                Delivery::Written => {
+                Delivery::Scheduled => {
                     out.queued += 1;
-                    out.written += 1;
+                    scheduled.push(member.clone());
                 }
                 Delivery::Queued => out.queued += 1,
                 Delivery::Slow => out.slow += 1,
                 Delivery::Gone => {}
             }
         }
+        drop(shard);
+        self.drains.schedule(scheduled);
         out
     }
 

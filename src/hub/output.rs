@@ -1,12 +1,10 @@
 //! A connection's ordered output: the socket, and what could not be written to it yet.
 //!
 //! Every byte for a connection goes through here, under its member's lock: notification
-//! frames from the publishing task, and tungstenite's replies, pongs and close frames from
-//! the session. A frame is written straight to the socket when nothing is ahead of it (the
-//! write-through path, as uWebSockets does in its publish call); only what the socket does
-//! not take at once is queued, and the session finishes it when the socket is writable.
-//! A partly written item stays at the front until it is complete, so bytes of two frames
-//! never interleave.
+//! frames (written by the hub's drain, see `drain`), and tungstenite's replies, pongs and
+//! close frames from the session. What the socket does not take at once stays queued and
+//! the session finishes it when the socket is writable. A partly written item stays at
+//! the front until it is complete, so bytes of two frames never interleave.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -61,31 +59,6 @@ pub struct Flushed {
 }
 
 impl Output {
-    /// Whether a frame may be written now, ahead of nothing.
-    pub(super) fn idle(&self) -> bool {
-        self.queue.is_empty() && self.socket.is_some()
-    }
-
-    /// Writes `bytes` at once if the socket takes them; returns what it did not take
-    /// (`None`: all written). Only call when nothing is queued ([`Output::idle`]).
-    pub(super) fn write_through(&mut self, bytes: &Bytes) -> Option<Bytes> {
-        let Some(socket) = &self.socket else {
-            return Some(bytes.clone());
-        };
-        match socket.try_write(bytes) {
-            Ok(n) if n == bytes.len() => None,
-            Ok(n) => {
-                if n > 0 {
-                    // Started: the rest must go before anything else.
-                    self.lead = 1;
-                }
-                Some(bytes.slice(n..))
-            }
-            // WouldBlock, or a broken socket the session will find when it writes.
-            Err(_) => Some(bytes.clone()),
-        }
-    }
-
     /// Queues a notification frame (or its unwritten rest) at the back.
     pub(super) fn push_back(&mut self, item: Outbound, at: Instant) {
         if self.queue.is_empty() {
@@ -129,8 +102,8 @@ impl Output {
     }
 
     /// Writes the queue with vectored writes until the socket pushes back or a queued
-    /// close is reached (popped and returned).
-    pub(super) fn write_queued(&mut self) -> io::Result<Flushed> {
+    /// close is reached (popped and returned when `pop_close`, else left for the session).
+    pub(super) fn write_queued(&mut self, pop_close: bool) -> io::Result<Flushed> {
         let mut out = Flushed::default();
         let Some(socket) = &self.socket else {
             return Ok(out);
@@ -156,16 +129,20 @@ impl Output {
             }
         }
         out.done = true;
-        if let Some(Outbound::Close(_)) = self.queue.front() {
-            if let Some(Outbound::Close(close)) = self.queue.pop_front() {
-                out.close = Some(close);
+        if pop_close {
+            if let Some(Outbound::Close(_)) = self.queue.front() {
+                if let Some(Outbound::Close(close)) = self.queue.pop_front() {
+                    out.close = Some(close);
+                }
             }
         }
         if self.queue.is_empty() {
             // An idle connection's queue owns no memory.
             self.queue = VecDeque::new();
         }
-        out.since = self.since.take();
+        if self.queue.is_empty() || out.close.is_some() {
+            out.since = self.since.take();
+        }
         Ok(out)
     }
 

@@ -35,14 +35,7 @@ fn deliver_reaches_members_of_that_group_only() {
     assert_eq!(hub.join(&g("a"), a.clone()), Joined::First);
     assert_eq!(hub.join(&g("b"), b.clone()), Joined::First);
     let out = hub.deliver(&g("a"), 1, &frame("hi"), Audience::Everyone);
-    assert_eq!(
-        out,
-        Fanout {
-            queued: 1,
-            slow: 0,
-            written: 0
-        }
-    );
+    assert_eq!(out, Fanout { queued: 1, slow: 0 });
     assert_eq!(a.take(), [Outbound::Frame(frame("hi"))]);
     assert!(b.take().is_empty());
 }
