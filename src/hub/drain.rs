@@ -18,6 +18,12 @@ use crate::metrics::Metrics;
 /// Most drains (one per core is enough: each is a task any worker can run).
 const MAX_DRAINS: usize = 16;
 
+/// Members written between two yields of a drain. Yielding lets the publications that
+/// arrived meanwhile queue their frames, so the members not yet written get them in the
+/// same write: under a burst, fewer and fuller writes (the cost is per write, not per
+/// byte); at a steady rate it changes nothing.
+const YIELD_EVERY: usize = 64;
+
 /// The hub's drains; a member always goes to the same one (by connection id).
 #[derive(Debug)]
 pub(super) struct Drains {
@@ -77,15 +83,16 @@ impl Drain {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
                     let drain = self.clone();
-                    runtime.spawn(async move {
-                        // Let the publications already waiting on this worker queue
-                        // their frames first: they go out in the same writes.
-                        tokio::task::yield_now().await;
-                        drain.run();
-                    });
+                    runtime.spawn(async move { drain.run().await });
                 }
                 // Outside a runtime (unit tests of the hub): write at once.
-                Err(_) => self.run(),
+                Err(_) => {
+                    let mut tally = Tally::default();
+                    while let Some(members) = self.take() {
+                        members.iter().for_each(|m| tally.flush(m));
+                    }
+                    self.record(&tally);
+                }
             }
         }
     }
@@ -94,26 +101,49 @@ impl Drain {
         self.scheduled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What was scheduled since the last call; `None` when nothing was.
+    fn take(&self) -> Option<Vec<Member>> {
+        Some(std::mem::take(&mut *self.lock())).filter(|m| !m.is_empty())
+    }
+
     /// Writes every scheduled member's queue until none is left.
-    fn run(&self) {
-        let mut frames = 0;
-        let mut first: Option<Instant> = None;
-        loop {
-            let members = std::mem::take(&mut *self.lock());
-            if members.is_empty() {
-                break;
-            }
-            for member in members {
-                let (written, since) = member.flush_scheduled();
-                frames += written;
-                first = match (first, since) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+    async fn run(&self) {
+        let mut tally = Tally::default();
+        // Let the publications already waiting on this worker queue their frames first:
+        // they go out in the same writes.
+        tokio::task::yield_now().await;
+        while let Some(members) = self.take() {
+            for (i, member) in members.iter().enumerate() {
+                if i > 0 && i % YIELD_EVERY == 0 {
+                    tokio::task::yield_now().await;
+                }
+                tally.flush(member);
             }
         }
+        self.record(&tally);
+    }
+
+    fn record(&self, tally: &Tally) {
         if let Some(metrics) = &self.metrics {
-            metrics.batch_written(frames, first);
+            metrics.batch_written(tally.frames, tally.first);
         }
+    }
+}
+
+/// Frames a drain wrote, and when the first of them was published.
+#[derive(Default)]
+struct Tally {
+    frames: usize,
+    first: Option<Instant>,
+}
+
+impl Tally {
+    fn flush(&mut self, member: &Member) {
+        let (written, since) = member.flush_scheduled();
+        self.frames += written;
+        self.first = match (self.first, since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
