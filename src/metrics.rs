@@ -213,7 +213,7 @@ pub struct Metrics {
     /// `herald_notify_duration_seconds`: `POST /notify` handling time.
     pub notify_duration: Histogram,
     /// `herald_messages_delivered_total`: notification frames written to sockets (added
-    /// once per fan-out for frames written through, once per backlog a session writes).
+    /// once per drain round and once per backlog a session finishes).
     pub messages_delivered: IntCounter,
     /// `herald_messages_dropped_total{reason="slow_consumer"}`: notifications that did not
     /// fit a member's full queue (the member is closed with 4100).
@@ -223,8 +223,8 @@ pub struct Metrics {
     pub dropped_closed: IntCounter,
     /// `herald_fanout_size`: local recipients per published notification.
     pub fanout_size: Histogram,
-    /// `herald_delivery_lag_seconds`: from publishing to writing: a fan-out's frames
-    /// written through, or a backlog a session finished (from its first frame).
+    /// `herald_delivery_lag_seconds`: from queueing to writing: a drain round's frames,
+    /// or a backlog a session finished (from its first frame).
     pub delivery_lag: Histogram,
     disconnects: IntCounterVec,
     client_frames: IntCounterVec,
@@ -325,7 +325,7 @@ impl Metrics {
             ),
             delivery_lag: reg.histogram(
                 "herald_delivery_lag_seconds",
-                "From a notification being published to a connection to it being written.",
+                "From a notification being queued for a connection to it being written.",
                 LAG_BUCKETS,
             ),
             disconnects: reg.counter_vec(
@@ -434,7 +434,7 @@ impl Metrics {
     }
 
     /// Records one batch of `frames` notification frames written to sockets; `since` is
-    /// when the batch's first frame was published (or queued). Once per batch, not per frame, so the
+    /// when the batch's first frame was queued. Once per batch, not per frame, so the
     /// fan-out path does no atomic work for metrics.
     pub fn batch_written(&self, frames: usize, since: Option<Instant>) {
         if frames == 0 {

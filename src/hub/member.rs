@@ -126,9 +126,10 @@ impl Member {
         self.state().out.socket = None;
     }
 
-    /// Queues a shared frame without waiting: see [`Member::try_deliver_at`].
+    /// Queues a shared frame without waiting, for the session to write (outside a
+    /// fan-out, with no drain to hand the member to). Never [`Delivery::Scheduled`].
     pub fn try_deliver(&self, frame: &Bytes) -> Delivery {
-        self.try_deliver_at(frame, Instant::now())
+        self.deliver(frame, Instant::now(), false)
     }
 
     /// Queues a frame published at `at` (one clock read per fan-out). The first frame
@@ -137,6 +138,10 @@ impl Member {
     /// (no task wake-up per delivery). A full queue closes the connection with
     /// [`CloseCode::SLOW_CONSUMER`]: herald never skips a frame silently.
     pub fn try_deliver_at(&self, frame: &Bytes, at: Instant) -> Delivery {
+        self.deliver(frame, at, true)
+    }
+
+    fn deliver(&self, frame: &Bytes, at: Instant, drained: bool) -> Delivery {
         let mut state = self.state();
         if state.ended {
             return Delivery::Gone;
@@ -152,7 +157,7 @@ impl Member {
             // Behind frames a drain or the session is already going to write.
             return Delivery::Queued;
         }
-        if state.out.socket.is_some() && !state.held {
+        if drained && state.out.socket.is_some() && !state.held {
             state.scheduled = true;
             return Delivery::Scheduled;
         }
@@ -385,7 +390,7 @@ mod tests {
     }
 }
 
-/// The write-through path on real sockets: what reaches the client, byte for byte.
+/// The drain and session writes on real sockets: what reaches the client, byte for byte.
 #[cfg(test)]
 mod socket_tests {
     use std::future::poll_fn;
@@ -401,6 +406,12 @@ mod socket_tests {
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         (accepted.unwrap().0, client.unwrap())
+    }
+
+    /// A fan-out's delivery (the hub hands `Scheduled` members to a drain; here the test
+    /// plays the drain with `flush_scheduled`).
+    fn fan(m: &Member, frame: &Bytes) -> Delivery {
+        m.try_deliver_at(frame, Instant::now())
     }
 
     /// Larger than any socket buffer, so the socket takes only part of it at once.
@@ -429,23 +440,17 @@ mod socket_tests {
         let (server, client) = pair().await;
         let m = Member::new(1, 4, CancellationToken::new());
         assert_eq!(
-            m.try_deliver(&Bytes::from_static(b"early")),
+            fan(&m, &Bytes::from_static(b"early")),
             Delivery::Queued,
             "no socket yet"
         );
         m.take();
         m.attach(server);
-        assert_eq!(
-            m.try_deliver(&Bytes::from_static(b"one")),
-            Delivery::Scheduled
-        );
-        assert_eq!(m.try_deliver(&Bytes::from_static(b"two")), Delivery::Queued);
+        assert_eq!(fan(&m, &Bytes::from_static(b"one")), Delivery::Scheduled);
+        assert_eq!(fan(&m, &Bytes::from_static(b"two")), Delivery::Queued);
         assert_eq!(m.flush_scheduled().0, 2);
         assert!(m.take().is_empty(), "the socket took both");
-        assert_eq!(
-            m.try_deliver(&Bytes::from_static(b"3")),
-            Delivery::Scheduled
-        );
+        assert_eq!(fan(&m, &Bytes::from_static(b"3")), Delivery::Scheduled);
         m.flush_scheduled();
         m.release();
         assert_eq!(read_all(client).await.unwrap(), b"onetwo3");
@@ -457,14 +462,11 @@ mod socket_tests {
         let m = Member::new(1, 8, CancellationToken::new());
         m.attach(server);
         let huge = huge();
-        assert_eq!(m.try_deliver(&huge), Delivery::Scheduled);
+        assert_eq!(fan(&m, &huge), Delivery::Scheduled);
         assert_eq!(m.flush_scheduled().0, 0, "the socket took only part of it");
         let woken = tokio::time::timeout(std::time::Duration::from_secs(5), m.ready());
         woken.await.expect("the session is woken to finish it");
-        assert_eq!(
-            m.try_deliver(&Bytes::from_static(b"live")),
-            Delivery::Queued
-        );
+        assert_eq!(fan(&m, &Bytes::from_static(b"live")), Delivery::Queued);
         // tungstenite's pong and a resume's replay go after the partly written frame (never
         // inside it) and before the frames not yet started.
         m.reply(b"pong").unwrap();
@@ -488,11 +490,11 @@ mod socket_tests {
         let m = Member::new(1, 8, CancellationToken::new());
         m.attach(server);
         let huge = huge();
-        m.try_deliver(&huge);
+        fan(&m, &huge);
         m.flush_scheduled();
-        m.try_deliver(&Bytes::from_static(b"dropped"));
+        fan(&m, &Bytes::from_static(b"dropped"));
         assert_eq!(m.end(), 1);
-        assert_eq!(m.try_deliver(&Bytes::from_static(b"late")), Delivery::Gone);
+        assert_eq!(fan(&m, &Bytes::from_static(b"late")), Delivery::Gone);
         m.reply(b"close").unwrap();
         let reader = read_all(client);
         finish(&m).await;
@@ -503,15 +505,26 @@ mod socket_tests {
     }
 
     #[tokio::test]
+    async fn a_frame_queued_outside_a_fan_out_wakes_the_session() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 4, CancellationToken::new());
+        m.attach(server);
+        let frame = Bytes::from_static(b"subscribed");
+        assert_eq!(m.try_deliver(&frame), Delivery::Queued);
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), m.ready());
+        woken.await.expect("the session is woken to write it");
+        finish(&m).await;
+        m.release();
+        assert_eq!(read_all(client).await.unwrap(), b"subscribed");
+    }
+
+    #[tokio::test]
     async fn a_held_member_queues_and_its_replies_go_first() {
         let (server, client) = pair().await;
         let m = Member::new(1, 8, CancellationToken::new());
         m.attach(server);
         m.hold();
-        assert_eq!(
-            m.try_deliver(&Bytes::from_static(b"live")),
-            Delivery::Queued
-        );
+        assert_eq!(fan(&m, &Bytes::from_static(b"live")), Delivery::Queued);
         m.reply(b"subscribed").unwrap();
         m.unhold();
         m.ready().await;

@@ -1,8 +1,8 @@
 //! The socket of one connection: the adapter tungstenite reads and writes through,
-//! finishing what the write-through path queued, and ending the connection cleanly.
+//! finishing what a drain could not write at once, and ending the connection cleanly.
 //!
 //! The member owns the socket (see `hub::output`): notifications are written to it by the
-//! publishing task, and tungstenite's writes go through [`MemberIo`] into the same ordered
+//! hub's drains, and tungstenite's writes go through [`MemberIo`] into the same ordered
 //! output, so every write to the socket happens in one place, under the member's lock.
 
 use std::future::poll_fn;

@@ -7,9 +7,9 @@
 //! expiry (a `refresh` frame moves it).
 //!
 //! Notifications arrive as complete encoded frames shared by every recipient, and the
-//! publishing task writes each straight to the socket when nothing is queued ahead of it
-//! (`hub::output`). The session only finishes what the socket did not take at once,
-//! with vectored writes when it is writable again, so a delivery costs no task wake-up.
+//! hub's drains write them to the socket (`hub::drain`). The session only finishes what
+//! the socket did not take at once, with vectored writes when it is writable again, so a
+//! delivery costs no task wake-up.
 //! tungstenite still reads client frames, answers pings and writes the small replies and
 //! close frames, through the same ordered output (`connection::MemberIo`), so frames
 //! never interleave.
@@ -261,7 +261,7 @@ impl Session {
         match msg {
             Message::Text(text) => {
                 // Held while the frame is handled: a subscribe's live notifications must
-                // not be written through ahead of its `subscribed` reply (and a resume's
+                // not be written ahead of its `subscribed` reply (and a resume's
                 // replay, which is queued in front of them).
                 let member = self.membership.member().clone();
                 member.hold();

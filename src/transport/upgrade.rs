@@ -161,7 +161,7 @@ async fn open_session(
 
 /// Spawns the session task (tracked, so shutdown waits for it): it takes the TCP stream
 /// hyper hands over after the 101 (leaving the HTTP connection's state behind), hands it
-/// to the member (notifications are written through to it from then on), wraps the
+/// to the member (the hub's drains write notifications to it from then on), wraps the
 /// member's reader/writer in a small-buffer [`WebSocketConfig`] and runs the session.
 fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
     let config = WebSocketConfig::default()
