@@ -16,6 +16,11 @@ use tokio_util::sync::CancellationToken;
 use super::output::{Flushed, Outbound, Output};
 use crate::protocol::{Close, CloseCode, UserId};
 
+/// The first byte of a server's close frame (FIN, opcode 8, unmasked). tungstenite hands
+/// each frame to its writer whole, from the header (it keeps no write buffer, see
+/// `transport::upgrade`), so a write starting with it is a close frame.
+const CLOSE_FRAME: u8 = 0x88;
+
 /// Identifies a connection within this node.
 pub type ConnId = u64;
 
@@ -238,6 +243,13 @@ impl Member {
     /// (pings it never reads the answers to) is closed as a slow consumer.
     pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
         let mut state = self.state();
+        if buf.first() == Some(&CLOSE_FRAME) && !state.ended {
+            // Nothing may follow a close frame (tungstenite's echo of a client's close
+            // goes out before the session ends the member): end it now, so no drain
+            // writes the queued notifications after it.
+            state.ended = true;
+            state.out.drop_unstarted();
+        }
         let queued = state.out.reply(buf)?;
         let over = state.out.queue.len() > self.0.capacity;
         drop(state);
@@ -516,6 +528,22 @@ mod socket_tests {
         finish(&m).await;
         m.release();
         assert_eq!(read_all(client).await.unwrap(), b"subscribed");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_after_a_close_frame() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 8, CancellationToken::new());
+        m.attach(server);
+        m.hold();
+        fan(&m, &Bytes::from_static(b"queued"));
+        m.reply(&[CLOSE_FRAME, 0]).unwrap();
+        assert_eq!(fan(&m, &Bytes::from_static(b"late")), Delivery::Gone);
+        m.unhold();
+        assert_eq!(m.flush_scheduled().0, 0);
+        finish(&m).await;
+        m.release();
+        assert_eq!(read_all(client).await.unwrap(), [CLOSE_FRAME, 0]);
     }
 
     #[tokio::test]
