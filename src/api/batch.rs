@@ -57,28 +57,27 @@ fn parse(raw: &Bytes, item_limit: BodyLimit) -> Result<Vec<Notification>, ApiErr
         index,
         error: Box::new(error),
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            let json = item.get();
-            if json.len() > item_limit.bytes as usize {
-                let limit = BodyLimit {
-                    what: "notification",
-                    ..item_limit
-                };
-                return Err(in_batch(index, ApiError::PayloadTooLarge(limit)));
-            }
-            if !is_json_object(json.as_bytes()) {
-                let e = ApiError::InvalidRequest("a notification must be a JSON object".into());
-                return Err(in_batch(index, e));
-            }
-            serde_json::from_str::<NotifyRequest<'_>>(json)
-                .map_err(body::json_error)
-                .and_then(|req| Notification::validate(req, raw))
-                .map_err(|e| in_batch(index, e))
-        })
-        .collect()
+    let mut batch: Vec<Notification> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let json = item.get();
+        if json.len() > item_limit.bytes as usize {
+            let limit = BodyLimit {
+                what: "notification",
+                ..item_limit
+            };
+            return Err(in_batch(index, ApiError::PayloadTooLarge(limit)));
+        }
+        if !is_json_object(json.as_bytes()) {
+            let e = ApiError::InvalidRequest("a notification must be a JSON object".into());
+            return Err(in_batch(index, e));
+        }
+        let notification = serde_json::from_str::<NotifyRequest<'_>>(json)
+            .map_err(body::json_error)
+            .and_then(|req| Notification::validate_after(req, raw, batch.last()))
+            .map_err(|e| in_batch(index, e))?;
+        batch.push(notification);
+    }
+    Ok(batch)
 }
 
 #[cfg(test)]

@@ -152,8 +152,15 @@ where
 
 /// `application/json`, with or without parameters such as `charset`.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
+    // Parameters after `;`, and the whitespace around the type, do not matter (header
+    // values are visible ASCII here, so ASCII trimming is the whole job).
+    let essence = match content_type.split_once(';') {
+        Some((essence, _)) => essence,
+        None => content_type,
+    };
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case("application/json")
 }
 
 /// Parses a JSON object body, telling syntax errors (`invalid_json`) from shape errors
@@ -232,5 +239,7 @@ mod tests {
         assert!(is_json("Application/JSON; charset=utf-8"));
         assert!(!is_json("text/plain"));
         assert!(!is_json("application/jsonx"));
+        assert!(is_json(" application/json ;charset=utf-8"));
+        assert!(!is_json(";application/json"));
     }
 }

@@ -38,10 +38,27 @@ impl Notification {
     /// Validates a parsed `POST /notify` body (also one item of a batch), which was
     /// parsed from `body`.
     pub fn validate(req: NotifyRequest<'_>, body: &Bytes) -> Result<Self, ApiError> {
-        let targets = targets(req.group, req.groups)?;
-        let event = match req.event {
-            Some(e) => EventName::parse(&e.0).map_err(ApiError::InvalidEvent)?,
-            None => EventName::default_event(),
+        Self::validate_after(req, body, None)
+    }
+
+    /// [`Notification::validate`] for an item of a batch that follows `previous`: a
+    /// group or event name equal to the previous item's is shared with it (a reference
+    /// count) rather than checked and allocated again, since a batch's items usually
+    /// repeat them.
+    pub fn validate_after(
+        req: NotifyRequest<'_>,
+        body: &Bytes,
+        previous: Option<&Self>,
+    ) -> Result<Self, ApiError> {
+        let previous_group = previous.and_then(|p| match &p.targets {
+            Targets::One(group) => Some(group),
+            Targets::Many(_) => None,
+        });
+        let targets = targets(req.group, req.groups, previous_group)?;
+        let event = match (req.event, previous) {
+            (Some(e), Some(p)) if p.event.as_str() == e.0 => p.event.clone(),
+            (Some(e), _) => EventName::parse(&e.0).map_err(ApiError::InvalidEvent)?,
+            (None, _) => EventName::default_event(),
         };
         let users = req.users.map(users).transpose()?;
         Ok(Self {
@@ -121,12 +138,18 @@ enum Targets {
     Many(Vec<GroupName>),
 }
 
-/// Validates `group` / `groups`: exactly one of them, valid names, no repeats.
-fn targets(group: Option<Text<'_>>, groups: Option<Vec<Text<'_>>>) -> Result<Targets, ApiError> {
+/// Validates `group` / `groups`: exactly one of them, valid names, no repeats. A
+/// `group` equal to `previous` (already valid) is that name again.
+fn targets(
+    group: Option<Text<'_>>,
+    groups: Option<Vec<Text<'_>>>,
+    previous: Option<&GroupName>,
+) -> Result<Targets, ApiError> {
     match (group, groups) {
-        (Some(g), None) => Ok(Targets::One(
-            GroupName::parse(&g.0).map_err(ApiError::InvalidGroup)?,
-        )),
+        (Some(g), None) => Ok(Targets::One(match previous {
+            Some(p) if p.as_str() == g.0 => p.clone(),
+            _ => GroupName::parse(&g.0).map_err(ApiError::InvalidGroup)?,
+        })),
         (None, Some(list)) => {
             if list.is_empty() || list.len() > MAX_TARGET_GROUPS {
                 return Err(ApiError::InvalidRequest(format!(
@@ -167,6 +190,43 @@ mod tests {
         assert_eq!(n.event.as_str(), "a.b");
         assert!(n.users.unwrap().contains(&UserId::parse("1").unwrap()));
         assert_eq!(n.data.get(), r#"{"x":"\u00e9"}"#);
+    }
+
+    #[test]
+    fn a_batch_item_shares_the_names_it_repeats_and_checks_the_others() {
+        let body = Bytes::from_static(b"{}");
+        fn item(json: &str) -> NotifyRequest<'_> {
+            serde_json::from_str(json).unwrap()
+        }
+        let first =
+            Notification::validate(item(r#"{"group":"a","event":"x","data":1}"#), &body).unwrap();
+        let same = Notification::validate_after(
+            item(r#"{"group":"a","event":"x","data":2}"#),
+            &body,
+            Some(&first),
+        )
+        .unwrap();
+        assert_eq!((&same.targets, &same.event), (&first.targets, &first.event));
+        let other = Notification::validate_after(
+            item(r#"{"group":"b","event":"y","data":3}"#),
+            &body,
+            Some(&first),
+        )
+        .unwrap();
+        assert_eq!(other.targets, Targets::One(GroupName::parse("b").unwrap()));
+        assert_eq!(other.event.as_str(), "y");
+        let bad = Notification::validate_after(
+            item(r#"{"group":"a b","event":"x","data":4}"#),
+            &body,
+            Some(&first),
+        );
+        assert_eq!(bad.unwrap_err().code(), "invalid_group");
+        let bad_event = Notification::validate_after(
+            item(r#"{"group":"a","event":"x y","data":5}"#),
+            &body,
+            Some(&first),
+        );
+        assert_eq!(bad_event.unwrap_err().code(), "invalid_event");
     }
 
     #[test]
