@@ -26,8 +26,10 @@ pub struct Membership {
     member: Member,
     /// Groups this connection is in; usually a handful, bounded by `--max-subscriptions`.
     groups: HashSet<GroupName>,
-    /// What the token allows; `None` when auth is off (everything is allowed).
-    grant: Option<Grant>,
+    /// What the token allows; `None` when auth is off (everything is allowed). Boxed:
+    /// it is as large as the rest of the session together, and every idle connection's
+    /// task would carry its space even with auth off.
+    grant: Option<Box<Grant>>,
 }
 
 impl Membership {
@@ -38,7 +40,7 @@ impl Membership {
             state,
             member,
             groups: HashSet::new(),
-            grant,
+            grant: grant.map(Box::new),
         }
     }
 
@@ -49,18 +51,18 @@ impl Membership {
 
     /// What the token allows; `None` when auth is off.
     pub fn grant(&self) -> Option<&Grant> {
-        self.grant.as_ref()
+        self.grant.as_deref()
     }
 
     /// When the connection must close for its token's expiry (`None`: never).
     pub fn expiry(&self) -> Option<Instant> {
-        let left = self.grant.as_ref()?.expires_in(SystemTime::now())?;
+        let left = self.grant.as_deref()?.expires_in(SystemTime::now())?;
         Some(Instant::now() + left)
     }
 
     /// The current token's `exp`, which only a `refresh` changes.
     pub fn exp(&self) -> Option<u64> {
-        self.grant.as_ref().map(Grant::exp)
+        self.grant.as_deref().map(Grant::exp)
     }
 
     /// Joins `group` (again: harmless); returns its position at the moment of joining.
