@@ -154,6 +154,7 @@ BASE_URL="http://127.0.0.1:$PORT"
 HERALD_LOG="$WORK/herald.log"
 HERALD_PID=""
 
+# shellcheck disable=SC2329  # run by the EXIT trap below
 cleanup() {
     if [[ -n "$HERALD_PID" ]] && kill -0 "$HERALD_PID" 2>/dev/null; then
         kill -TERM "$HERALD_PID" 2>/dev/null || true

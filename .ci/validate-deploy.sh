@@ -218,9 +218,17 @@ check_dockerfile() {
     "$VENV/bin/hadolint" --failure-threshold info deploy/Dockerfile
     note "hadolint: no findings"
     "${CHECK[@]}" dockerfile
-    "$VENV/bin/shellcheck" deploy/healthcheck.sh .ci/validate-deploy.sh
-    note "shellcheck deploy/healthcheck.sh .ci/validate-deploy.sh: no findings"
     bash -n deploy/healthcheck.sh
+}
+
+# Every shell script in the repository (deploy, CI, benchmarks, clients), found by git so a
+# new script is checked without being listed here.
+check_shell() {
+    local scripts=()
+    mapfile -t scripts < <(git ls-files -- '*.sh' .ci/run)
+    [[ ${#scripts[@]} -gt 0 ]] || { echo "no shell scripts found by git ls-files" >&2; return 1; }
+    "$VENV/bin/shellcheck" "${scripts[@]}"
+    note "shellcheck ${#scripts[@]} scripts: no findings"
 }
 
 # systemd-analyze verify needs the ExecStart binary to exist: verify a copy of the unit
@@ -359,7 +367,8 @@ run "kustomization" check_kustomize
 run "compose (Compose spec schema + cross-checks)" check_compose
 run "prometheus.yml (promtool check config)" check_prometheus
 run "Grafana dashboard (metric names, PromQL via promtool)" check_dashboard
-run "Dockerfile (hadolint, structure, context paths; shellcheck)" check_dockerfile
+run "Dockerfile (hadolint, structure, context paths)" check_dockerfile
+run "shell scripts (shellcheck, every tracked *.sh and .ci/run)" check_shell
 run "systemd unit" check_systemd
 run "negative controls" negative_controls
 

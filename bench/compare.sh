@@ -24,7 +24,13 @@ BIN=target/release
 OUT="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$what.jsonl"
 WORK=$(mktemp -d -t herald-compare.XXXXXX)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+# Stops every server this script started (by PID) and removes its scratch directory.
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap stop_all EXIT
 
 # start_herald ARGS...: sets HPID and HADDR.
 start_herald() {
