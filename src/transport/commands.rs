@@ -5,11 +5,11 @@
 //! No socket here: the session hands in each text frame and writes the replies, so these
 //! rules are unit-tested below with a real hub and broker and no network.
 
-use std::collections::HashSet;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+use self::groups::Groups;
 use super::resume;
 use crate::auth::{Denied, Grant};
 use crate::broker::BrokerError;
@@ -25,7 +25,7 @@ pub struct Membership {
     state: AppState,
     member: Member,
     /// Groups this connection is in; usually a handful, bounded by `--max-subscriptions`.
-    groups: HashSet<GroupName>,
+    groups: Groups,
     /// What the token allows; `None` when auth is off (everything is allowed). Boxed:
     /// it is as large as the rest of the session together, and every idle connection's
     /// task would carry its space even with auth off.
@@ -39,7 +39,7 @@ impl Membership {
         Self {
             state,
             member,
-            groups: HashSet::new(),
+            groups: Groups::default(),
             grant: grant.map(Box::new),
         }
     }
@@ -102,7 +102,7 @@ impl Membership {
     pub async fn leave_all(&mut self) {
         self.member.end();
         self.state.hub.unregister(&self.member);
-        for group in std::mem::take(&mut self.groups) {
+        for group in self.groups.take() {
             if let Err(e) = self.leave(&group).await {
                 tracing::warn!(conn = self.member.id(), %group, error = %e, "leaving group failed");
             }
@@ -275,6 +275,8 @@ impl Membership {
 fn parse_group(raw: &str) -> Result<GroupName, FrameError> {
     GroupName::parse(raw).map_err(|e| FrameError::InvalidGroup(e.to_string()))
 }
+
+mod groups;
 
 #[cfg(test)]
 mod tests;
