@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::hub::{Audience, Hub, Member};
-use herald::protocol::{encode_notify, Epoch, EventName, GroupName};
+use herald::protocol::{encode_notify, Data, Epoch, EventName, GroupName};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +18,9 @@ fn encode(c: &mut Criterion) {
     let epoch = Epoch::random();
     let mut g = c.benchmark_group("encode_notify");
     for size in [16usize, 1024] {
-        let data = RawValue::from_string(format!(r#"{{"text":"{}"}}"#, "x".repeat(size))).unwrap();
+        let data: Data = RawValue::from_string(format!(r#"{{"text":"{}"}}"#, "x".repeat(size)))
+            .unwrap()
+            .into();
         g.throughput(Throughput::Elements(1));
         g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, data| {
             b.iter(|| encode_notify(black_box(&group), &event, 17, &epoch, data))
@@ -30,7 +32,9 @@ fn encode(c: &mut Criterion) {
 fn deliver(c: &mut Criterion) {
     let group = GroupName::parse("crowd").unwrap();
     let event = EventName::default_event();
-    let data = RawValue::from_string(r#"{"seq":1,"t":1700000000000000000}"#.into()).unwrap();
+    let data: Data = RawValue::from_string(r#"{"seq":1,"t":1700000000000000000}"#.into())
+        .unwrap()
+        .into();
     let frame = encode_notify(&group, &event, 1, &Epoch::random(), &data);
     let mut g = c.benchmark_group("hub_deliver");
     for members in [1_000usize, 10_000] {

@@ -9,13 +9,15 @@
 //!   scope and origin checks.
 //! - [`telemetry`]: log setup, with span fields written by herald's own cheaper formatters.
 //! - [`id`]: the ids herald makes up (request ids, notification ids).
+//! - [`hash`]: the randomly keyed hasher of the maps keyed by client-chosen names.
 //! - [`metrics`]: the Prometheus metrics, one `Metrics` struct of typed handles.
 //! - [`server`]: binds the listener, runs until a shutdown signal, drains.
 //! - [`shutdown`]: the SIGTERM/SIGINT trigger.
 //! - [`state`]: `AppState`, the one shared handle (a single `Arc`) routes and sessions
 //!   get, and `AppState::publish`, the one publish path.
 //! - [`protocol`]: the public wire contract: frames and their encoding (`wire`), HTTP
-//!   bodies (`http`), names, close codes.
+//!   bodies (`http`) and the notify replies written without serde (`reply`), names,
+//!   close codes.
 //! - [`hub`]: this node's groups, members and local fan-out.
 //! - [`broker`]: offsets, epochs, history and delivery to every node with members (memory
 //!   by default); `broker::Local` is the one local-delivery path every broker calls;
@@ -58,6 +60,7 @@ pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod hash;
 pub mod hub;
 pub mod id;
 pub mod metrics;

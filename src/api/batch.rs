@@ -7,9 +7,9 @@ use warp::reply::Response;
 
 use super::error::BodyLimit;
 use super::notify::Notification;
-use super::{body, json, ApiError};
+use super::{body, json_bytes, ApiError};
 use crate::metrics::Via;
-use crate::protocol::{is_json_object, NotifyBatchRequest, NotifyBatchResponse, NotifyRequest};
+use crate::protocol::{is_json_object, reply, NotifyBatchRequest, NotifyRequest};
 use crate::state::AppState;
 
 /// Most notifications one batch may carry.
@@ -32,7 +32,10 @@ pub async fn notify_batch(state: AppState, raw: Bytes) -> Result<Response, ApiEr
     state
         .metrics
         .notifications_accepted(Via::Batch, results.len());
-    Ok(json(StatusCode::ACCEPTED, &NotifyBatchResponse { results }))
+    Ok(json_bytes(
+        StatusCode::ACCEPTED,
+        reply::batch_json(&results),
+    ))
 }
 
 /// Parses and validates the whole batch: 1 to [`MAX_BATCH`] items, each a valid
@@ -40,8 +43,8 @@ pub async fn notify_batch(state: AppState, raw: Bytes) -> Result<Response, ApiEr
 ///
 /// The body is read as a list of raw items first (JSON syntax anywhere is `invalid_json`
 /// for the whole body), then each item is checked on its own, so an error names its item.
-/// Nothing is copied: every item borrows from `raw`.
-fn parse(raw: &[u8], item_limit: BodyLimit) -> Result<Vec<Notification<'_>>, ApiError> {
+/// Nothing is copied: every item's `data` is a slice of `raw`.
+fn parse(raw: &Bytes, item_limit: BodyLimit) -> Result<Vec<Notification>, ApiError> {
     let batch: NotifyBatchRequest<'_> = body::parse(raw)?;
     let items = batch.notifications;
     if items.is_empty() || items.len() > MAX_BATCH {
@@ -54,28 +57,27 @@ fn parse(raw: &[u8], item_limit: BodyLimit) -> Result<Vec<Notification<'_>>, Api
         index,
         error: Box::new(error),
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            let json = item.get();
-            if json.len() > item_limit.bytes as usize {
-                let limit = BodyLimit {
-                    what: "notification",
-                    ..item_limit
-                };
-                return Err(in_batch(index, ApiError::PayloadTooLarge(limit)));
-            }
-            if !is_json_object(json.as_bytes()) {
-                let e = ApiError::InvalidRequest("a notification must be a JSON object".into());
-                return Err(in_batch(index, e));
-            }
-            serde_json::from_str::<NotifyRequest<'_>>(json)
-                .map_err(body::json_error)
-                .and_then(Notification::validate)
-                .map_err(|e| in_batch(index, e))
-        })
-        .collect()
+    let mut batch: Vec<Notification> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let json = item.get();
+        if json.len() > item_limit.bytes as usize {
+            let limit = BodyLimit {
+                what: "notification",
+                ..item_limit
+            };
+            return Err(in_batch(index, ApiError::PayloadTooLarge(limit)));
+        }
+        if !is_json_object(json.as_bytes()) {
+            let e = ApiError::InvalidRequest("a notification must be a JSON object".into());
+            return Err(in_batch(index, e));
+        }
+        let notification = serde_json::from_str::<NotifyRequest<'_>>(json)
+            .map_err(body::json_error)
+            .and_then(|req| Notification::validate_after(req, raw, batch.last()))
+            .map_err(|e| in_batch(index, e))?;
+        batch.push(notification);
+    }
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -83,9 +85,12 @@ mod tests {
     use super::*;
 
     fn parse_ok(json: &str) -> Result<usize, (u16, &'static str, String)> {
-        parse(json.as_bytes(), BodyLimit::body(64))
-            .map(|b| b.len())
-            .map_err(|e| (e.status().as_u16(), e.code(), e.to_string()))
+        parse(
+            &Bytes::copy_from_slice(json.as_bytes()),
+            BodyLimit::body(64),
+        )
+        .map(|b| b.len())
+        .map_err(|e| (e.status().as_u16(), e.code(), e.to_string()))
     }
 
     #[test]

@@ -110,6 +110,10 @@ fn check_head(
 }
 
 /// Reads the body into one buffer, refusing it (413) as soon as it passes `limit`.
+///
+/// A body that arrives as one chunk (the usual case for a small body) is that chunk,
+/// shared rather than copied; only a body in several chunks is gathered into a new
+/// buffer of `capacity`.
 async fn read<S, B, E>(body: S, capacity: usize, limit: BodyLimit) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, E>>,
@@ -117,13 +121,24 @@ where
     E: std::fmt::Display,
 {
     let max = limit.bytes as usize;
-    let mut out = BytesMut::with_capacity(capacity);
+    let mut first: Option<Bytes> = None;
+    let mut out = BytesMut::new();
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let mut chunk =
             chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
-        if out.len() + chunk.remaining() > max {
+        let so_far = first.as_ref().map_or(out.len(), Bytes::len);
+        if so_far + chunk.remaining() > max {
             return Err(ApiError::PayloadTooLarge(limit));
+        }
+        if first.is_none() && out.is_empty() {
+            // `Bytes` hands itself over without a copy.
+            first = Some(chunk.copy_to_bytes(chunk.remaining()));
+            continue;
+        }
+        if let Some(first) = first.take() {
+            out.reserve(capacity.max(first.len() + chunk.remaining()));
+            out.extend_from_slice(&first);
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -132,13 +147,20 @@ where
             chunk.advance(n);
         }
     }
-    Ok(out.freeze())
+    Ok(first.unwrap_or_else(|| out.freeze()))
 }
 
 /// `application/json`, with or without parameters such as `charset`.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
+    // Parameters after `;`, and the whitespace around the type, do not matter (header
+    // values are visible ASCII here, so ASCII trimming is the whole job).
+    let essence = match content_type.split_once(';') {
+        Some((essence, _)) => essence,
+        None => content_type,
+    };
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case("application/json")
 }
 
 /// Parses a JSON object body, telling syntax errors (`invalid_json`) from shape errors
@@ -177,11 +199,47 @@ pub fn json_error(e: serde_json::Error) -> ApiError {
 mod tests {
     use super::*;
 
+    async fn read_chunks(chunks: &[&'static str], limit: u32) -> Result<Bytes, ApiError> {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from_static(c.as_bytes())))
+            .collect();
+        read(
+            futures_util::stream::iter(chunks),
+            4,
+            BodyLimit::body(limit),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn bodies_in_one_or_many_chunks_read_whole_within_the_limit() {
+        assert_eq!(read_chunks(&[], 10).await.unwrap(), "");
+        assert_eq!(read_chunks(&["{}"], 10).await.unwrap(), "{}");
+        assert_eq!(
+            read_chunks(&["{\"a\"", ":", "1234}"], 10).await.unwrap(),
+            "{\"a\":1234}"
+        );
+        for chunks in [
+            &["0123456789x"][..],
+            &["01234", "56789", "x"],
+            &["0123456789", "x"],
+        ] {
+            let err = read_chunks(chunks, 10).await.unwrap_err();
+            assert!(
+                matches!(err, ApiError::PayloadTooLarge(_)),
+                "{chunks:?}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn json_content_types() {
         assert!(is_json("application/json"));
         assert!(is_json("Application/JSON; charset=utf-8"));
         assert!(!is_json("text/plain"));
         assert!(!is_json("application/jsonx"));
+        assert!(is_json(" application/json ;charset=utf-8"));
+        assert!(!is_json(";application/json"));
     }
 }

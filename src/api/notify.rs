@@ -3,14 +3,13 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{body, json, ApiError};
+use super::{body, json_bytes, ApiError};
 use crate::metrics::Via;
 use crate::protocol::{
-    EventName, GroupDelivery, GroupName, NotifyRequest, NotifyResponse, Publication, Text, UserId,
+    Accepted, Data, EventName, GroupName, NotifyRequest, Publication, Text, UserId,
 };
 use crate::state::AppState;
 
@@ -20,75 +19,91 @@ pub const MAX_TARGET_GROUPS: usize = 100;
 /// Most users one notify may target.
 pub const MAX_TARGET_USERS: usize = 1000;
 
-/// A `POST /notify` body that passed every check, ready to publish. `data` is still
-/// borrowed from the request body.
+/// A `POST /notify` body that passed every check, ready to publish. `data` is a slice
+/// of the request body, shared by every publication made from it.
 #[derive(Debug)]
-pub struct Notification<'a> {
-    targets: Vec<GroupName>,
-    /// Given as `group` (the single-group reply) rather than `groups`.
-    single: bool,
+pub struct Notification {
+    targets: Targets,
     event: EventName,
     users: Option<HashSet<UserId>>,
-    data: &'a RawValue,
+    data: Data,
 }
 
-impl<'a> Notification<'a> {
+impl Notification {
     /// Parses and validates a `POST /notify` body; nothing is published yet.
-    pub fn parse(raw: &'a [u8]) -> Result<Self, ApiError> {
-        Self::validate(body::parse(raw)?)
+    pub fn parse(raw: &Bytes) -> Result<Self, ApiError> {
+        Self::validate(body::parse(raw)?, raw)
     }
 
-    /// Validates a parsed `POST /notify` body (also one item of a batch).
-    pub fn validate(req: NotifyRequest<'a>) -> Result<Self, ApiError> {
-        let (targets, single) = targets(req.group, req.groups)?;
-        let event = match req.event {
-            Some(e) => EventName::parse(&e.0).map_err(ApiError::InvalidEvent)?,
-            None => EventName::default_event(),
+    /// Validates a parsed `POST /notify` body (also one item of a batch), which was
+    /// parsed from `body`.
+    pub fn validate(req: NotifyRequest<'_>, body: &Bytes) -> Result<Self, ApiError> {
+        Self::validate_after(req, body, None)
+    }
+
+    /// [`Notification::validate`] for an item of a batch that follows `previous`: a
+    /// group or event name equal to the previous item's is shared with it (a reference
+    /// count) rather than checked and allocated again, since a batch's items usually
+    /// repeat them.
+    pub fn validate_after(
+        req: NotifyRequest<'_>,
+        body: &Bytes,
+        previous: Option<&Self>,
+    ) -> Result<Self, ApiError> {
+        let previous_group = previous.and_then(|p| match &p.targets {
+            Targets::One(group) => Some(group),
+            Targets::Many(_) => None,
+        });
+        let targets = targets(req.group, req.groups, previous_group)?;
+        let event = match (req.event, previous) {
+            (Some(e), Some(p)) if p.event.as_str() == e.0 => p.event.clone(),
+            (Some(e), _) => EventName::parse(&e.0).map_err(ApiError::InvalidEvent)?,
+            (None, _) => EventName::default_event(),
         };
         let users = req.users.map(users).transpose()?;
         Ok(Self {
             targets,
-            single,
             event,
             users,
-            data: req.data,
+            data: Data::in_body(body, req.data),
         })
     }
 
     /// Publishes to each target group in order through [`AppState::publish`] (only to
-    /// the listed users' connections when `users` was given) and builds the reply
-    /// (see `broker` for what `recipients` counts).
-    pub async fn publish(&self, state: &AppState) -> Result<NotifyResponse, ApiError> {
-        // The per-group list only for the `groups` form: a single-group reply needs
-        // no copy of the group's name.
-        let mut deliveries = (!self.single).then(|| Vec::with_capacity(self.targets.len()));
-        let (mut recipients, mut first_offset) = (0, None);
-        for group in &self.targets {
-            let publication = Publication {
-                group: group.clone(),
-                event: self.event.clone(),
-                offset: 0,
-                epoch: Default::default(),
-                users: self.users.clone(),
-                data: self.data.to_owned(),
-            };
-            let published = state.publish(publication).await?;
-            recipients += published.recipients;
-            first_offset.get_or_insert(published.offset);
-            if let Some(list) = deliveries.as_mut() {
-                list.push(GroupDelivery {
-                    group: group.to_string(),
+    /// the listed users' connections when `users` was given) and returns what the reply
+    /// says (see `broker` for what `recipients` counts).
+    pub async fn publish(&self, state: &AppState) -> Result<Accepted<'_>, ApiError> {
+        let id = crate::id::next();
+        let list = match &self.targets {
+            Targets::One(group) => {
+                let published = state.publish(self.publication(group)).await?;
+                return Ok(Accepted::Single {
+                    id,
                     offset: published.offset,
                     recipients: published.recipients,
                 });
             }
+            Targets::Many(list) => list,
+        };
+        let mut groups = Vec::with_capacity(list.len());
+        for group in list {
+            let published = state.publish(self.publication(group)).await?;
+            groups.push((group, published.offset, published.recipients));
         }
-        Ok(NotifyResponse {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            offset: if self.single { first_offset } else { None },
-            recipients,
-            groups: deliveries,
-        })
+        Ok(Accepted::Groups { id, groups })
+    }
+
+    /// The publication of this notification to `group`, before the broker assigns its
+    /// offset.
+    fn publication(&self, group: &GroupName) -> Publication {
+        Publication {
+            group: group.clone(),
+            event: self.event.clone(),
+            offset: 0,
+            epoch: Default::default(),
+            users: self.users.clone(),
+            data: self.data.clone(),
+        }
     }
 }
 
@@ -96,9 +111,9 @@ impl<'a> Notification<'a> {
 /// local recipients.
 pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
     let notification = Notification::parse(&raw)?;
-    let reply = notification.publish(&state).await?;
+    let accepted = notification.publish(&state).await?;
     state.metrics.notifications_accepted(Via::Notify, 1);
-    Ok(json(StatusCode::ACCEPTED, &reply))
+    Ok(json_bytes(StatusCode::ACCEPTED, accepted.to_json()))
 }
 
 /// Validates `users`: 1 to [`MAX_TARGET_USERS`] valid ids (repeats are harmless).
@@ -114,16 +129,27 @@ fn users(list: Vec<Text<'_>>) -> Result<HashSet<UserId>, ApiError> {
         .collect()
 }
 
-/// Validates `group` / `groups`: exactly one of them, valid names, no repeats.
+/// The groups a notification goes to.
+#[derive(Debug, PartialEq, Eq)]
+enum Targets {
+    /// Given as `group`: the reply has the single-group form.
+    One(GroupName),
+    /// Given as `groups`, in request order.
+    Many(Vec<GroupName>),
+}
+
+/// Validates `group` / `groups`: exactly one of them, valid names, no repeats. A
+/// `group` equal to `previous` (already valid) is that name again.
 fn targets(
     group: Option<Text<'_>>,
     groups: Option<Vec<Text<'_>>>,
-) -> Result<(Vec<GroupName>, bool), ApiError> {
+    previous: Option<&GroupName>,
+) -> Result<Targets, ApiError> {
     match (group, groups) {
-        (Some(g), None) => Ok((
-            vec![GroupName::parse(&g.0).map_err(ApiError::InvalidGroup)?],
-            true,
-        )),
+        (Some(g), None) => Ok(Targets::One(match previous {
+            Some(p) if p.as_str() == g.0 => p.clone(),
+            _ => GroupName::parse(&g.0).map_err(ApiError::InvalidGroup)?,
+        })),
         (None, Some(list)) => {
             if list.is_empty() || list.len() > MAX_TARGET_GROUPS {
                 return Err(ApiError::InvalidRequest(format!(
@@ -141,7 +167,7 @@ fn targets(
                 }
                 names.push(name);
             }
-            Ok((names, false))
+            Ok(Targets::Many(names))
         }
         (Some(_), Some(_)) => Err(ApiError::InvalidRequest(
             "give either `group` or `groups`, not both".into(),
@@ -159,16 +185,54 @@ mod tests {
     #[test]
     fn names_may_be_written_with_json_escapes_and_data_stays_verbatim() {
         let raw = br#"{"group":"room\u003a1","event":"a\u002eb","users":["\u0031"],"data":{"x":"\u00e9"}}"#;
-        let n = Notification::parse(raw).unwrap();
-        assert_eq!(n.targets, [GroupName::parse("room:1").unwrap()]);
+        let n = Notification::parse(&Bytes::from_static(raw)).unwrap();
+        assert_eq!(n.targets, Targets::One(GroupName::parse("room:1").unwrap()));
         assert_eq!(n.event.as_str(), "a.b");
         assert!(n.users.unwrap().contains(&UserId::parse("1").unwrap()));
         assert_eq!(n.data.get(), r#"{"x":"\u00e9"}"#);
     }
 
     #[test]
+    fn a_batch_item_shares_the_names_it_repeats_and_checks_the_others() {
+        let body = Bytes::from_static(b"{}");
+        fn item(json: &str) -> NotifyRequest<'_> {
+            serde_json::from_str(json).unwrap()
+        }
+        let first =
+            Notification::validate(item(r#"{"group":"a","event":"x","data":1}"#), &body).unwrap();
+        let same = Notification::validate_after(
+            item(r#"{"group":"a","event":"x","data":2}"#),
+            &body,
+            Some(&first),
+        )
+        .unwrap();
+        assert_eq!((&same.targets, &same.event), (&first.targets, &first.event));
+        let other = Notification::validate_after(
+            item(r#"{"group":"b","event":"y","data":3}"#),
+            &body,
+            Some(&first),
+        )
+        .unwrap();
+        assert_eq!(other.targets, Targets::One(GroupName::parse("b").unwrap()));
+        assert_eq!(other.event.as_str(), "y");
+        let bad = Notification::validate_after(
+            item(r#"{"group":"a b","event":"x","data":4}"#),
+            &body,
+            Some(&first),
+        );
+        assert_eq!(bad.unwrap_err().code(), "invalid_group");
+        let bad_event = Notification::validate_after(
+            item(r#"{"group":"a","event":"x y","data":5}"#),
+            &body,
+            Some(&first),
+        );
+        assert_eq!(bad_event.unwrap_err().code(), "invalid_event");
+    }
+
+    #[test]
     fn a_body_that_is_not_utf8_is_invalid_json() {
-        let err = Notification::parse(b"{\"group\":\"\xff\",\"data\":1}").unwrap_err();
+        let body = Bytes::from_static(b"{\"group\":\"\xff\",\"data\":1}");
+        let err = Notification::parse(&body).unwrap_err();
         assert_eq!(err.code(), "invalid_json");
     }
 }

@@ -1,14 +1,15 @@
 //! A hash map split over [`SHARDS`] `std` read-write locks, so work on one key (a join,
 //! a large fan-out) does not wait for work on another.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::hash::{self, HashMap, RandomState};
 
 /// Number of lock shards per map.
 pub const SHARDS: usize = 64;
 
-/// `K -> V` over [`SHARDS`] locks. Critical sections are short and never await, which is
+/// `K -> V` over [`SHARDS`] locks, hashed with [`crate::hash`]. Critical sections are short and never await, which is
 /// why these are `std` locks rather than tokio ones.
 #[derive(Debug)]
 pub(super) struct Sharded<K, V> {
@@ -18,10 +19,10 @@ pub(super) struct Sharded<K, V> {
 
 impl<K: Hash + Eq, V> Sharded<K, V> {
     pub(super) fn new() -> Self {
-        let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
+        let shards = (0..SHARDS).map(|_| RwLock::new(hash::map())).collect();
         Self {
             shards,
-            hasher: RandomState::new(),
+            hasher: hash::random_state(),
         }
     }
 

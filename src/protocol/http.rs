@@ -7,6 +7,8 @@ use serde_json::value::RawValue;
 
 use super::{Offset, UserId};
 
+// The replies of `POST /notify` and `POST /notify/batch` are written by `super::reply`.
+
 /// A string field of a request body, borrowed from the body unless it contains escapes
 /// (then unescaped into its own allocation).
 #[derive(Debug, Deserialize)]
@@ -36,33 +38,6 @@ pub struct NotifyRequest<'a> {
     pub data: &'a RawValue,
 }
 
-/// Reply to `POST /notify` for one group.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct GroupDelivery {
-    /// The target group.
-    pub group: String,
-    /// The offset the notification got in that group.
-    pub offset: Offset,
-    /// What `recipients` counts for that group (see `broker`: members with the memory
-    /// broker, nodes with Redis).
-    pub recipients: usize,
-}
-
-/// Reply to `POST /notify`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct NotifyResponse {
-    /// Unique id of this notify request.
-    pub id: String,
-    /// The notification's offset (single-group form only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<Offset>,
-    /// Recipients (see `broker`), summed over all target groups.
-    pub recipients: usize,
-    /// One entry per target group (`groups` form only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub groups: Option<Vec<GroupDelivery>>,
-}
-
 /// Body of `POST /notify/batch`: each item is exactly a [`NotifyRequest`] body. Items
 /// are kept as raw JSON here (borrowed), so each is checked on its own and an error names
 /// its index.
@@ -72,13 +47,6 @@ pub struct NotifyBatchRequest<'a> {
     /// The notifications, in the order they are published.
     #[serde(borrow)]
     pub notifications: Vec<&'a RawValue>,
-}
-
-/// Reply to `POST /notify/batch`.
-#[derive(Debug, Serialize)]
-pub struct NotifyBatchResponse {
-    /// One `POST /notify` reply per notification, in the order of the request.
-    pub results: Vec<NotifyResponse>,
 }
 
 /// Body of `POST /groups/{group}/close` and `POST /users/{user}/close`.

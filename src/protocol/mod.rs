@@ -9,17 +9,19 @@ pub mod frame;
 pub mod http;
 pub mod name;
 pub mod publication;
+pub mod reply;
 pub mod wire;
 
 pub use close::{Close, CloseCode};
 pub use epoch::{Epoch, InvalidEpoch, Position, Resume};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
-    CloseRequest, Closed, GroupDelivery, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest,
-    NotifyBatchResponse, NotifyRequest, NotifyResponse, Text,
+    CloseRequest, Closed, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest, NotifyRequest,
+    Text,
 };
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
-pub use publication::Publication;
+pub use publication::{Data, Publication};
+pub use reply::Accepted;
 pub use wire::encode_notify;
 
 /// A group's position: the offset of the last notification sent to it (0 = none yet).

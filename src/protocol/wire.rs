@@ -5,38 +5,56 @@
 //! built once as [`Bytes`]; each connection writes the shared bytes with vectored writes,
 //! without a per-connection copy or write buffer.
 
-use std::io::Write as _;
-
 use bytes::Bytes;
-use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as Kind, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use super::{Epoch, EventName, GroupName, Offset};
+use super::{Data, Epoch, EventName, GroupName, Offset};
 
-/// Room left in front of the payload for the largest server frame header (2 + 8 bytes).
-const HEADER_ROOM: usize = 10;
-
-/// Builds a final text frame whose payload `write_payload` appends to the buffer it is
-/// given. The payload is written once, right after space kept for the header, and the
-/// header is then filled in just before it: no copy of the payload is made.
-pub fn text_frame(payload_hint: usize, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    let mut buf = Vec::with_capacity(HEADER_ROOM + payload_hint);
-    buf.resize(HEADER_ROOM, 0);
+/// Builds a final text frame of `payload_len` bytes, which `write_payload` appends to
+/// the buffer it is given. The buffer is allocated once at the frame's exact size
+/// (header and payload), the payload is written once after room for the header, and
+/// the header is filled in last: no copy of the payload is made, and a buffer filled to
+/// its capacity becomes `Bytes` without another allocation.
+///
+/// A payload that turns out longer or shorter than announced still makes a correct
+/// frame (framed again, at the cost of a copy); callers announce the exact length.
+pub fn text_frame(payload_len: usize, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let header_len = TEXT.len(payload_len as u64);
+    let mut buf = Vec::with_capacity(header_len + payload_len);
+    buf.resize(header_len, 0);
     write_payload(&mut buf);
-    let payload_len = (buf.len() - HEADER_ROOM) as u64;
-    let header = FrameHeader {
-        opcode: OpCode::Data(Data::Text),
-        ..FrameHeader::default()
-    };
-    let header_len = header.len(payload_len);
-    let start = HEADER_ROOM - header_len;
-    let mut slot = &mut buf[start..HEADER_ROOM];
+    let written = buf.len() - header_len;
+    if written == payload_len {
+        return with_header(buf, header_len);
+    }
+    let room = TEXT.len(written as u64);
+    let mut again = Vec::with_capacity(room + written);
+    again.resize(room, 0);
+    again.extend_from_slice(&buf[header_len..]);
+    with_header(again, room)
+}
+
+/// The header of a final, unmasked text frame.
+const TEXT: FrameHeader = FrameHeader {
+    is_final: true,
+    rsv1: false,
+    rsv2: false,
+    rsv3: false,
+    opcode: OpCode::Data(Kind::Text),
+    mask: None,
+};
+
+/// Fills in the header in the first `header_len` bytes of `buf`, kept for exactly the
+/// header of the payload after them.
+fn with_header(mut buf: Vec<u8>, header_len: usize) -> Bytes {
+    let payload_len = (buf.len() - header_len) as u64;
+    let mut slot = &mut buf[..header_len];
     // Writing into a slice of exactly `header_len` bytes cannot fail.
-    if header.format(payload_len, &mut slot).is_err() {
+    if TEXT.format(payload_len, &mut slot).is_err() {
         unreachable!("a frame header always fits the room reserved for it");
     }
-    Bytes::from(buf).slice(start..)
+    Bytes::from(buf)
 }
 
 /// The payload of a frame [`text_frame`] built (the JSON text without the header), shared
@@ -63,29 +81,38 @@ pub fn encode_notify(
     event: &EventName,
     offset: Offset,
     epoch: &Epoch,
-    data: &RawValue,
+    data: &Data,
 ) -> Bytes {
-    let data = data.get();
-    let hint = 80 + group.as_str().len() + event.as_str().len() + data.len();
-    text_frame(hint, |out| {
-        out.extend_from_slice(br#"{"type":"notify","group":""#);
-        out.extend_from_slice(group.as_str().as_bytes());
-        out.extend_from_slice(br#"","event":""#);
-        out.extend_from_slice(event.as_str().as_bytes());
-        out.extend_from_slice(br#"","offset":"#);
-        // Formatted straight into the frame (a write to a Vec cannot fail).
-        let _ = write!(out, "{offset}");
-        out.extend_from_slice(br#","epoch":""#);
-        out.extend_from_slice(epoch.as_str().as_bytes());
-        out.extend_from_slice(br#"","data":"#);
-        out.extend_from_slice(data.as_bytes());
-        out.push(b'}');
+    const PARTS: [&str; 6] = [
+        r#"{"type":"notify","group":""#,
+        r#"","event":""#,
+        r#"","offset":"#,
+        r#","epoch":""#,
+        r#"","data":"#,
+        "}",
+    ];
+    let [open, event_key, offset_key, epoch_key, data_key, close] = PARTS;
+    let fixed: usize = PARTS.iter().map(|p| p.len()).sum();
+    let data = data.as_bytes();
+    let mut digits = itoa::Buffer::new();
+    let offset = digits.format(offset);
+    let (group, event, epoch) = (group.as_str(), event.as_str(), epoch.as_str());
+    let len = fixed + group.len() + event.len() + offset.len() + epoch.len() + data.len();
+    text_frame(len, |out| {
+        for part in [
+            open, group, event_key, event, offset_key, offset, epoch_key, epoch, data_key,
+        ] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        out.extend_from_slice(data);
+        out.extend_from_slice(close.as_bytes());
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
     use std::io::Cursor;
 
     fn roundtrip(payload: &str) {
@@ -93,7 +120,7 @@ mod tests {
         let mut cursor = Cursor::new(&frame[..]);
         let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
         assert!(header.is_final && header.mask.is_none());
-        assert_eq!(header.opcode, OpCode::Data(Data::Text));
+        assert_eq!(header.opcode, OpCode::Data(Kind::Text));
         assert_eq!(len as usize, payload.len());
         assert_eq!(&frame[cursor.position() as usize..], payload.as_bytes());
         assert_eq!(&text_payload(&frame)[..], payload.as_bytes());
@@ -107,19 +134,30 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_of_another_length_than_announced_still_makes_a_correct_frame() {
+        for announced in [0, 3, 200] {
+            let frame = text_frame(announced, |b| b.extend_from_slice(b"hello"));
+            assert_eq!(&text_payload(&frame)[..], b"hello");
+            assert_eq!(frame[1] & 0x7f, 5);
+        }
+    }
+
+    #[test]
     fn notify_frame_is_the_documented_json() {
-        let data = RawValue::from_string(r#"{"text":"hi","n":[1,2]}"#.into()).unwrap();
-        let frame = encode_notify(
-            &GroupName::parse("room:1").unwrap(),
-            &EventName::parse("chat.message").unwrap(),
-            17,
-            &Epoch::parse("e1").unwrap(),
-            &data,
-        );
-        let v: serde_json::Value = serde_json::from_slice(&text_payload(&frame)).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":17,"epoch":"e1","data":{"text":"hi","n":[1,2]}})
-        );
+        let data = Data::from(RawValue::from_string(r#"{"text":"hi","n":[1,2]}"#.into()).unwrap());
+        for offset in [0, 9, 17, 100, u64::MAX] {
+            let frame = encode_notify(
+                &GroupName::parse("room:1").unwrap(),
+                &EventName::parse("chat.message").unwrap(),
+                offset,
+                &Epoch::parse("e1").unwrap(),
+                &data,
+            );
+            let v: serde_json::Value = serde_json::from_slice(&text_payload(&frame)).unwrap();
+            assert_eq!(
+                v,
+                serde_json::json!({"type":"notify","group":"room:1","event":"chat.message","offset":offset,"epoch":"e1","data":{"text":"hi","n":[1,2]}})
+            );
+        }
     }
 }

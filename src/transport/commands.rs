@@ -216,7 +216,7 @@ impl Membership {
             offset: 0,
             epoch: Default::default(),
             users: None,
-            data,
+            data: data.into(),
         };
         self.state
             .publish(publication)

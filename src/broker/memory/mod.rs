@@ -8,8 +8,7 @@
 mod budget;
 mod log;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use async_trait::async_trait;
 
 use super::history::{Entry, HistoryRead, HistorySettings};
 use super::{Broker, BrokerError, GroupCount, HistoryUsage, Local, Published};
+use crate::hash::{self, HashMap, RandomState};
 use crate::protocol::{Close, Epoch, GroupName, Offset, Position, Publication, UserId};
 use budget::Budget;
 use log::Log;
@@ -55,11 +55,11 @@ impl MemoryBroker {
     /// A broker delivering through `local`, keeping `history`. Inside a tokio runtime it
     /// also starts the task that frees idle state; the task ends with the broker.
     pub fn new(local: Arc<Local>, history: HistorySettings) -> Arc<Self> {
-        let logs = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let logs = (0..SHARDS).map(|_| Mutex::new(hash::map())).collect();
         let broker = Arc::new(Self {
             local,
             logs,
-            hasher: RandomState::new(),
+            hasher: hash::random_state(),
             history,
             budget: Arc::new(Budget::new(history.max_bytes)),
             started: Instant::now(),

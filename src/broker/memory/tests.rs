@@ -21,7 +21,7 @@ fn publication(group: &str) -> Publication {
         offset: 0,
         epoch: Epoch::default(),
         users: None,
-        data: RawValue::from_string("1".into()).unwrap(),
+        data: RawValue::from_string("1".into()).unwrap().into(),
     }
 }
 

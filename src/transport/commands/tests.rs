@@ -101,7 +101,9 @@ async fn subscribe_joins_once_and_answers_with_the_group_offset() {
         offset: 0,
         epoch: Default::default(),
         users: None,
-        data: serde_json::value::RawValue::from_string("1".into()).unwrap(),
+        data: serde_json::value::RawValue::from_string("1".into())
+            .unwrap()
+            .into(),
     };
     state.publish(publication).await.unwrap();
     assert_eq!(
@@ -285,7 +287,9 @@ async fn a_resume_queues_subscribed_then_exactly_what_was_missed() {
             offset: 0,
             epoch: Default::default(),
             users: None,
-            data: serde_json::value::RawValue::from_string(n.to_string()).unwrap(),
+            data: serde_json::value::RawValue::from_string(n.to_string())
+                .unwrap()
+                .into(),
         };
         state.publish(publication).await.unwrap();
     }

@@ -47,7 +47,13 @@ pub(super) async fn serve(
     builder
         .max_buf_size(limits.max_head_bytes)
         // Read deadlines are `Deadlined`'s job; hyper's own would also cut idle waits.
-        .header_read_timeout(None);
+        .header_read_timeout(None)
+        // Otherwise hyper reads the socket once more while each request is answered, to
+        // notice a client that left; the request still holds its slice of hyper's read
+        // buffer then, so that read allocates a fresh 8 KiB buffer for every request.
+        // Without it, a client that leaves mid-request is noticed when the reply is
+        // written, and a client that only shut down its sending side still gets it.
+        .half_close(true);
     let conn = builder.serve_connection(io, handler).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut evicted = false;
@@ -102,11 +108,13 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
         let (parts, body) = req.into_parts();
         let (body, read_all) = TrackedBody::new(body);
         let req = Request::from_parts(parts, body);
-        let answer = self.router.call(req, self.remote);
+        let (router, remote) = (self.router.clone(), self.remote);
         let activity = self.activity.clone();
         let metrics = self.metrics.clone();
+        // The route's future is made inside the box, where it runs: made here and moved
+        // in, its whole state (request, span, body read, handler) would be copied twice.
         Box::pin(async move {
-            let mut res = answer.await;
+            let mut res = router.call(req, remote).await;
             let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
             if !upgraded && !read_all.load(Ordering::Acquire) {
                 // herald will not read the rest of this request, so it cannot keep the
