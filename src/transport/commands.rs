@@ -5,11 +5,11 @@
 //! No socket here: the session hands in each text frame and writes the replies, so these
 //! rules are unit-tested below with a real hub and broker and no network.
 
-use std::collections::HashSet;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+use self::groups::Groups;
 use super::resume;
 use crate::auth::{Denied, Grant};
 use crate::broker::BrokerError;
@@ -25,9 +25,11 @@ pub struct Membership {
     state: AppState,
     member: Member,
     /// Groups this connection is in; usually a handful, bounded by `--max-subscriptions`.
-    groups: HashSet<GroupName>,
-    /// What the token allows; `None` when auth is off (everything is allowed).
-    grant: Option<Grant>,
+    groups: Groups,
+    /// What the token allows; `None` when auth is off (everything is allowed). Boxed:
+    /// it is as large as the rest of the session together, and every idle connection's
+    /// task would carry its space even with auth off.
+    grant: Option<Box<Grant>>,
 }
 
 impl Membership {
@@ -37,8 +39,8 @@ impl Membership {
         Self {
             state,
             member,
-            groups: HashSet::new(),
-            grant,
+            groups: Groups::default(),
+            grant: grant.map(Box::new),
         }
     }
 
@@ -49,18 +51,18 @@ impl Membership {
 
     /// What the token allows; `None` when auth is off.
     pub fn grant(&self) -> Option<&Grant> {
-        self.grant.as_ref()
+        self.grant.as_deref()
     }
 
     /// When the connection must close for its token's expiry (`None`: never).
     pub fn expiry(&self) -> Option<Instant> {
-        let left = self.grant.as_ref()?.expires_in(SystemTime::now())?;
+        let left = self.grant.as_deref()?.expires_in(SystemTime::now())?;
         Some(Instant::now() + left)
     }
 
     /// The current token's `exp`, which only a `refresh` changes.
     pub fn exp(&self) -> Option<u64> {
-        self.grant.as_ref().map(Grant::exp)
+        self.grant.as_deref().map(Grant::exp)
     }
 
     /// Joins `group` (again: harmless); returns its position at the moment of joining.
@@ -101,7 +103,7 @@ impl Membership {
     pub async fn leave_all(&mut self) -> usize {
         let dropped = self.member.end();
         self.state.hub.unregister(&self.member);
-        for group in std::mem::take(&mut self.groups) {
+        for group in self.groups.take() {
             if let Err(e) = self.leave(&group).await {
                 tracing::warn!(conn = self.member.id(), %group, error = %e, "leaving group failed");
             }
@@ -275,6 +277,8 @@ impl Membership {
 fn parse_group(raw: &str) -> Result<GroupName, FrameError> {
     GroupName::parse(raw).map_err(|e| FrameError::InvalidGroup(e.to_string()))
 }
+
+mod groups;
 
 #[cfg(test)]
 mod tests;

@@ -49,6 +49,11 @@ pub(super) enum Recorder<'a> {
     ByTemplate(&'a Metrics),
 }
 
+/// A request's id, as the request extension the routes of warp's table can read: a
+/// WebSocket session logs under its upgrade request's id for its whole life.
+#[derive(Debug, Clone)]
+pub(super) struct RequestId(pub(super) HeaderValue);
+
 /// One request being observed: its id and when it began.
 pub(super) struct Observed {
     id: HeaderValue,
@@ -87,6 +92,11 @@ impl Observed {
             at: Instant::now(),
         };
         (observed, span)
+    }
+
+    /// The id the request is answered with.
+    pub(super) fn id(&self) -> &HeaderValue {
+        &self.id
     }
 
     /// Ends the request, inside its span: counts it in the HTTP metrics, logs it at

@@ -15,7 +15,7 @@ use warp::reply::Response;
 
 use super::hot::{Hot, HotRoutes};
 use super::http::{ClientAddr, TrackedBody};
-use super::observe::{Observed, Recorder};
+use super::observe::{Observed, Recorder, RequestId};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -76,6 +76,8 @@ impl Router {
                 }
                 _ => {
                     req.extensions_mut().insert(ClientAddr(remote));
+                    req.extensions_mut()
+                        .insert(RequestId(observed.id().clone()));
                     let res = (inner.table)(req).await;
                     (res, Recorder::ByTemplate(&inner.metrics))
                 }

@@ -17,16 +17,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{Instrument, Span};
+use warp::http::HeaderValue;
 
 use super::commands::Membership;
-use super::connection::{write_pending, Connection, Ending, MemberIo, Socket, Written};
+use super::connection::{write_pending, Connection, Ending, MemberIo, Written};
 use crate::auth::Grant;
 use crate::broker::BrokerError;
 use crate::hub::Member;
@@ -34,8 +35,39 @@ use crate::metrics::Disconnect;
 use crate::protocol::{CloseCode, GroupName, Position, Resume};
 use crate::state::AppState;
 
-/// Stands in for "never" on the expiry timer of a connection without a token.
-const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+/// What every log line of a connection carries besides its id, user and peer address:
+/// the route and id of the request that opened it.
+///
+/// Kept as plain values rather than as open spans: the subscriber's registry keeps every
+/// open span (a slot, a map and the span's formatted text), and a connection held two
+/// (its own and, as its parent, the upgrade request's) for its whole life. The session
+/// makes them afresh when it does something that may log (a client frame, closing) and
+/// drops them when it goes idle; the lines come out the same.
+pub struct LogContext {
+    request_id: Option<Box<str>>,
+    /// `/ws/{group}` rather than `/ws` (a flag: every byte here is in every idle task).
+    with_group: bool,
+}
+
+impl LogContext {
+    /// The context of a connection upgraded by the request `request_id`, on `/ws/{group}`
+    /// when `with_group`, else `/ws`.
+    pub fn new(request_id: Option<&HeaderValue>, with_group: bool) -> Self {
+        Self {
+            request_id: request_id.and_then(|id| id.to_str().ok()).map(Box::from),
+            with_group,
+        }
+    }
+
+    /// The upgrade request's route template.
+    fn route(&self) -> &'static str {
+        if self.with_group {
+            "/ws/{group}"
+        } else {
+            "/ws"
+        }
+    }
+}
 
 /// A connection's state before and while its task runs.
 pub struct Session {
@@ -44,6 +76,7 @@ pub struct Session {
     /// Held for the connection's life: returning it admits the next connection.
     _permit: OwnedSemaphorePermit,
     remote: Option<SocketAddr>,
+    log: LogContext,
 }
 
 impl Session {
@@ -54,18 +87,35 @@ impl Session {
         permit: OwnedSemaphorePermit,
         remote: Option<SocketAddr>,
         grant: Option<Grant>,
+        log: LogContext,
     ) -> Self {
         Self {
             membership: Membership::new(state.clone(), member, grant),
             state,
             _permit: permit,
             remote,
+            log,
         }
     }
 
-    /// The span the connection's task runs in: its id, user and peer address.
-    pub fn span(&self) -> tracing::Span {
+    /// The connection's span (its id, user and peer address) under a `request` span like
+    /// its upgrade request's (method, id and route), made for work that may log.
+    pub fn span(&self) -> Span {
+        let request = tracing::info_span!(
+            parent: None,
+            "request",
+            method = "GET",
+            request_id = self.log.request_id.as_deref(),
+            route = self.log.route(),
+        );
+        self.span_under(&request)
+    }
+
+    /// The connection's span under `request`, its upgrade request's span while that is
+    /// still open.
+    pub fn span_under(&self, request: &Span) -> Span {
         tracing::info_span!(
+            parent: request,
             "conn",
             conn = self.id(),
             user = self
@@ -109,10 +159,20 @@ impl Session {
     }
 
     /// Serves the connection until it ends, then leaves its groups and closes the socket.
-    pub async fn run(mut self, ws: Socket) {
-        tracing::debug!(conn = self.id(), remote = ?self.remote, "connection opened");
-        let mut conn = Connection::new(ws);
+    pub(super) async fn run(mut self, mut conn: Connection) {
+        self.span().in_scope(|| {
+            tracing::debug!(conn = self.id(), remote = ?self.remote, "connection opened");
+        });
         let ending = self.serve(&mut conn).await;
+        let span = self.span();
+        // Boxed in a statement of its own: a temporary future in the `.await`'s statement
+        // would stay in this future's state (see `serve`).
+        let end = Box::pin(self.end(conn, ending).instrument(span));
+        end.await;
+    }
+
+    /// Leaves the groups, counts what was never written and closes the socket.
+    async fn end(mut self, conn: Connection, ending: Ending) {
         // Leave first, so no more frames are queued for a connection that is going away;
         // this also drops the queued frames not yet started (a partly written one stays:
         // the close frame goes after it). A dropped socket takes everything with it.
@@ -129,7 +189,8 @@ impl Session {
             Ending::ClientClosed => (None, Disconnect::Client),
             Ending::Drop => (None, Disconnect::Dropped),
         };
-        Box::pin(conn.finish(ending, self.state.config.write_timeout)).await;
+        let finish = Box::pin(conn.finish(ending, self.state.config.write_timeout));
+        finish.await;
         self.state.metrics.disconnected(how);
         tracing::debug!(conn = self.id(), ?code, "connection closed");
     }
@@ -137,17 +198,21 @@ impl Session {
     /// The idle state of this future is what every open connection costs, so the branches
     /// that do real work (reading a frame, writing a batch, closing) are boxed: their state
     /// is allocated only while they run. This took the spawned task from
-    /// 3,976 to 2,496 bytes (measured with `size_of_val`).
+    /// 3,976 to 2,496 bytes (measured with `size_of_val`); the session's own task (see
+    /// `upgrade::start_session`), no span held while idle, an expiry timer only for a
+    /// token with an `exp`, a boxed `Grant` and boxing each branch's future in a statement
+    /// of its own (a temporary in the `.await`'s own statement is kept in the state) took
+    /// it to 1,632; the timeouts read from the config where used (not copied into locals),
+    /// the groups in a vector and the route as a flag to 1,520.
     async fn serve(&mut self, conn: &mut Connection) -> Ending {
-        let ping_interval = self.state.config.ping_interval;
-        let ping_timeout = self.state.config.ping_timeout;
-        let write_timeout = self.state.config.write_timeout;
-        let heartbeat = sleep_until(Instant::now() + ping_interval);
+        // The timeouts are read from the config where they are used, not copied into
+        // locals: a local lives in every idle task.
+        let heartbeat = sleep_until(Instant::now() + self.state.config.ping_interval);
         tokio::pin!(heartbeat);
-        let mut expires_at = self.membership.expiry();
+        // Only a token with an `exp` needs an expiry timer; it lives on the heap, so a
+        // connection without one does not carry its space.
+        let mut expiry = self.membership.expiry().map(|at| Box::pin(sleep_until(at)));
         let mut armed_exp = self.membership.exp();
-        let expiry = sleep_until(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
-        tokio::pin!(expiry);
         let member = self.membership.member().clone();
         // Created once: a fresh `cancelled()` future per wake-up would re-register with the
         // cancellation token (a mutex) for every batch written.
@@ -156,30 +221,46 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = &mut closing => return Box::pin(self.on_closing(conn)).await,
-                () = &mut expiry, if expires_at.is_some() => {
+                _ = &mut closing => {
+                    let span = self.span();
+                    let closed = Box::pin(self.on_closing(conn).instrument(span));
+                    return closed.await;
+                }
+                () = expired(&mut expiry) => {
                     return Ending::Close(CloseCode::TOKEN_EXPIRED.frame());
                 }
                 _ = member.ready() => {
-                    let written = self.write_batch(conn, closing.as_mut(), write_timeout);
-                    if let Some(ending) = Box::pin(written).await {
+                    let written = self.write_batch(conn, closing.as_mut());
+                    let written = Box::pin(written);
+                    if let Some(ending) = written.await {
                         return ending;
                     }
                 }
                 incoming = conn.ws.next() => {
                     conn.last_seen = Instant::now();
-                    if let Some(ending) = Box::pin(self.on_incoming(conn, incoming)).await {
+                    // Pings and pongs log nothing: no spans for them.
+                    let span = match &incoming {
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Span::none(),
+                        _ => self.span(),
+                    };
+                    let handled = self.on_incoming(conn, incoming).instrument(span);
+                    let handled = Box::pin(handled);
+                    if let Some(ending) = handled.await {
                         return ending;
                     }
                     // A `refresh` moves the expiry; re-arm only then.
                     if self.membership.exp() != armed_exp {
                         armed_exp = self.membership.exp();
-                        expires_at = self.membership.expiry();
-                        expiry.as_mut().reset(expires_at.unwrap_or_else(|| Instant::now() + NEVER));
+                        match (&mut expiry, self.membership.expiry()) {
+                            (Some(timer), Some(at)) => timer.as_mut().reset(at),
+                            (timer, at) => *timer = at.map(|at| Box::pin(sleep_until(at))),
+                        }
                     }
                 }
                 () = &mut heartbeat => {
                     let now = Instant::now();
+                    let config = &self.state.config;
+                    let (ping_interval, ping_timeout) = (config.ping_interval, config.ping_timeout);
                     match conn.ping_sent {
                         Some(sent) if conn.last_seen < sent => {
                             if now >= sent + ping_timeout {
@@ -188,7 +269,8 @@ impl Session {
                             heartbeat.as_mut().reset(sent + ping_timeout);
                         }
                         _ if now >= conn.last_seen + ping_interval => {
-                            if Box::pin(conn.send(Message::Ping(Default::default()), write_timeout)).await.is_err() {
+                            let ping = Box::pin(conn.send(Message::Ping(Default::default()), config.write_timeout));
+                            if ping.await.is_err() {
                                 return Ending::Drop;
                             }
                             conn.ping_sent = Some(now);
@@ -209,12 +291,16 @@ impl Session {
         &mut self,
         conn: &mut Connection,
         closing: Pin<&mut impl Future<Output = ()>>,
-        write_timeout: Duration,
     ) -> Option<Ending> {
+        let write_timeout = self.state.config.write_timeout;
         let member = self.membership.member().clone();
         tokio::select! {
             biased;
-            _ = closing => Some(Box::pin(self.on_closing(conn)).await),
+            _ = closing => {
+                let span = self.span();
+                let closed = Box::pin(self.on_closing(conn).instrument(span));
+                Some(closed.await)
+            }
             written = timeout(write_timeout, write_pending(&member)) => match written {
                 Ok(Ok(Written { frames, close, since })) => {
                     self.state.metrics.batch_written(frames, since);
@@ -222,7 +308,9 @@ impl Session {
                 }
                 Ok(Err(_)) => Some(Ending::Drop),
                 Err(_) => {
-                    tracing::debug!(conn = self.id(), "write stalled past --write-timeout");
+                    self.span().in_scope(|| {
+                        tracing::debug!(conn = self.id(), "write stalled past --write-timeout");
+                    });
                     Some(Ending::Drop)
                 }
             },
@@ -285,6 +373,14 @@ impl Session {
             // tungstenite answers pings itself; a pong only needs `last_seen`, set above.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
         }
+    }
+}
+
+/// Resolves when the token's expiry timer fires; never without one.
+async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -18,8 +18,10 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::admission::{self, Admission, Admitted};
+use super::connection::Connection;
 use super::http;
-use super::session::Session;
+use super::observe::RequestId;
+use super::session::{LogContext, Session};
 use crate::api::ApiError;
 use crate::hub::Member;
 use crate::protocol::{GroupName, Resume};
@@ -38,15 +40,20 @@ const WRITE_BUFFER: usize = 0;
 pub struct Handshake {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// The upgrade request's id, which the session logs under.
+    request_id: Option<RequestId>,
 }
 
 /// Checks the RFC 6455 handshake headers; a plain HTTP request gets 426.
 pub fn handshake() -> impl Filter<Extract = (Handshake,), Error = Rejection> + Clone {
     warp::header::headers_cloned()
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<RequestId>())
         .and_then(
-            |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| async move {
-                check_handshake(&headers, on_upgrade).map_err(warp::reject::custom)
+            |headers: HeaderMap, on_upgrade: Option<OnUpgrade>, id: Option<RequestId>| async move {
+                let mut hs = check_handshake(&headers, on_upgrade).map_err(warp::reject::custom)?;
+                hs.request_id = id;
+                Ok::<_, Rejection>(hs)
             },
         )
 }
@@ -84,7 +91,11 @@ fn check_handshake(
     let on_upgrade = on_upgrade.ok_or(ApiError::UpgradeRequired(
         "this connection cannot be upgraded",
     ))?;
-    Ok(Handshake { key, on_upgrade })
+    Ok(Handshake {
+        key,
+        on_upgrade,
+        request_id: None,
+    })
 }
 
 /// Whether `key` is the base64 encoding of 16 bytes (RFC 6455 §4.1): 21 characters of
@@ -118,7 +129,8 @@ pub async fn accept(
     let admitted = admission::admit(&state, group.as_ref(), admission.claims)
         .map_err(|refusal| refusal.counted(&state.metrics))?;
     let answer = switching_protocols(&hs.key, admission.protocol)?;
-    let session = open_session(&state, admitted, group, resume, remote).await?;
+    let log = LogContext::new(hs.request_id.as_ref().map(|id| &id.0), group.is_some());
+    let session = open_session(&state, admitted, group, resume, remote, log).await?;
     state.metrics.connections_accepted.inc();
     start_session(&state, session, hs.on_upgrade);
     Ok(answer)
@@ -132,6 +144,7 @@ async fn open_session(
     group: Option<GroupName>,
     resume: Option<Resume>,
     remote: Option<SocketAddr>,
+    log: LogContext,
 ) -> Result<Session, ApiError> {
     let Admitted { grant, permit } = admitted;
     let member = Member::for_user(
@@ -140,7 +153,7 @@ async fn open_session(
         state.shutdown.child_token(),
         grant.as_ref().map(|g| g.user().clone()),
     );
-    let mut session = Session::new(state.clone(), member, permit, remote, grant);
+    let mut session = Session::new(state.clone(), member, permit, remote, grant, log);
     let joined = async {
         session.join_personal().await?;
         match (group, resume) {
@@ -159,49 +172,52 @@ async fn open_session(
     }
 }
 
-/// Spawns the session task (tracked, so shutdown waits for it): it takes the TCP stream
+/// Spawns the upgrade task (tracked, so shutdown waits for it): it takes the TCP stream
 /// hyper hands over after the 101 (leaving the HTTP connection's state behind), hands it
 /// to the member (the hub's drains write notifications to it from then on), wraps the
-/// member's reader/writer in a small-buffer [`WebSocketConfig`] and runs the session.
+/// member's reader/writer in a small-buffer [`WebSocketConfig`] and starts the session's
+/// own task.
+///
+/// Two tasks rather than one: everything an async block captures stays in its future
+/// for as long as the task lives, so a single task would keep the handshake's state (the
+/// `OnUpgrade`, the config, a second copy of the session) beside the session's for the
+/// connection's whole life. The session task holds only what the connection needs.
 fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(state.config.max_frame as usize))
         .max_frame_size(Some(state.config.max_frame as usize));
-    // Created here, inside the upgrade request's span, so its lines carry the request id.
-    let span = session.span();
+    // Under the upgrade request's own span, which is still open.
+    let span = session.span_under(&tracing::Span::current());
+    let sessions = state.sessions.clone();
     let fut = async move {
-        match on_upgrade.await {
+        let ws = match on_upgrade.await {
             Ok(upgraded) => match http::upgraded_stream(upgraded) {
                 Ok((tcp, read)) if read.is_empty() => {
                     // An empty view still holds hyper's whole read buffer.
                     drop(read);
                     let io = session.attach(tcp);
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config));
-                    session.run(ws.await).await;
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
                 }
                 // The client's first frames arrived with the request.
                 Ok((tcp, read)) => {
+                    let read = read.to_vec();
                     let io = session.attach(tcp);
-                    let ws = WebSocketStream::from_partially_read(
-                        io,
-                        read.to_vec(),
-                        Role::Server,
-                        Some(config),
-                    );
-                    session.run(ws.await).await;
+                    WebSocketStream::from_partially_read(io, read, Role::Server, Some(config)).await
                 }
                 Err(_) => {
                     tracing::error!("upgraded connection from another server; dropped");
-                    session.abandon().await;
+                    return session.abandon().await;
                 }
             },
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
-                session.abandon().await;
+                return session.abandon().await;
             }
-        }
+        };
+        let conn = Connection::new(ws);
+        sessions.spawn(session.run(conn));
     }
     .instrument(span);
     state.sessions.spawn(fut);

@@ -455,3 +455,50 @@ async fn a_client_that_vanishes_without_a_close_frame_is_counted_as_1006_not_100
     let s = scrape_when(&app, r#"herald_disconnects_total{code="1006"}"#, 1.0).await;
     assert_eq!(s.get(r#"herald_disconnects_total{code="1002"}"#), 0.0);
 }
+
+/// A WebSocket's log lines carry its upgrade request (`request` span: method, route, id)
+/// and the connection (`conn` span: id, peer address) for its whole life, also for
+/// lines written long after the upgrade request was answered (the session makes these
+/// spans afresh when it logs rather than keeping them open while idle).
+#[tokio::test]
+async fn connection_log_lines_carry_the_upgrade_request_and_the_connection() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (herald, logs) = Herald::start_logging(&[], "info,herald=debug");
+    let mut req = herald.ws_url("/ws/g").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-request-id", "up-42".parse().unwrap());
+    let (mut ws, res) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "up-42");
+    // Idle for a while, then the client closes: herald logs "connection closed" then.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    ws.close(None).await.unwrap();
+    let mut conn_id = None;
+    for message in ["connection opened", "connection closed"] {
+        let line = loop {
+            let line = logs
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no {message:?} line"));
+            if line["fields"]["message"] == message {
+                break line;
+            }
+        };
+        let spans = line["spans"].as_array().expect("spans");
+        assert_eq!(spans.len(), 2, "{line}");
+        let (request, conn) = (&spans[0], &spans[1]);
+        assert_eq!(request["name"], "request", "{line}");
+        assert_eq!(request["method"], "GET", "{line}");
+        assert_eq!(request["route"], "/ws/{group}", "{line}");
+        assert_eq!(request["request_id"], "up-42", "{line}");
+        assert_eq!(conn["name"], "conn", "{line}");
+        assert!(
+            conn["remote"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("127.0.0.1:")),
+            "{line}"
+        );
+        let id = conn["conn"].as_u64().expect("conn id");
+        assert_eq!(*conn_id.get_or_insert(id), id, "{line}");
+        assert_eq!(line["fields"]["conn"], id, "{line}");
+    }
+}
