@@ -27,8 +27,8 @@ impl<'w> FormatFields<'w> for TextFields {
         if !writer.has_ansi_escapes() {
             let mut fast = Fast::new(Style::Text);
             fields.record(&mut fast);
-            if let Some(text) = fast.finish() {
-                return writer.write_str(text.as_str()?);
+            if !fast.failed {
+                return writer.write_str(fast.buf.as_str()?);
             }
         }
         self.0.format_fields(writer, fields)
@@ -43,7 +43,7 @@ impl<'w> FormatFields<'w> for JsonFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         let mut fast = Fast::new(Style::Json);
         fields.record(&mut fast);
-        match fast.finish() {
+        match fast.json() {
             Some(text) => writer.write_str(text.as_str()?),
             None => self.0.format_fields(writer, fields),
         }
@@ -170,20 +170,14 @@ impl Fast {
         }
     }
 
-    /// The formatted fields, or `None` when the stock formatter must write them.
-    fn finish(self) -> Option<Buf> {
+    /// The values as one JSON object with its keys sorted, as `JsonFields` writes its
+    /// map, or `None` when the stock formatter must write them (also for a repeated
+    /// name, where the map would keep one value). Text needs no such step: its `buf`, read
+    /// in place unless `failed`, is already the output (returning it would copy it).
+    fn json(&self) -> Option<Buf> {
         if self.failed {
             return None;
         }
-        match self.style {
-            Style::Text => Some(self.buf),
-            Style::Json => self.json(),
-        }
-    }
-
-    /// The values as one JSON object with its keys sorted, as `JsonFields` writes its
-    /// map (a repeated name, where the map would keep one value, takes the stock path).
-    fn json(&self) -> Option<Buf> {
         let mut order = self.fields;
         let order = &mut order[..self.count];
         order.sort_unstable_by_key(|(name, _, _)| *name);
@@ -280,14 +274,33 @@ impl Visit for Fast {
 /// leaves alone (printable ASCII but `"`, `\` and `'`, to stay on the safe side); for
 /// JSON, what needs no escape (no `"`, `\` or control character).
 fn plain(text: &str, style: Style) -> bool {
-    match style {
-        Style::Text => text
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\\' | b'\'')),
-        Style::Json => text
-            .bytes()
-            .all(|b| b >= 0x20 && !matches!(b, b'"' | b'\\')),
+    // A table lookup per byte: this runs over every value of every request span.
+    let table = match style {
+        Style::Text => &PLAIN_TEXT,
+        Style::Json => &PLAIN_JSON,
+    };
+    text.bytes().all(|b| table[usize::from(b)])
+}
+
+/// [`plain`]'s verdict per byte for text.
+static PLAIN_TEXT: [bool; 256] = plain_table(Style::Text);
+
+/// [`plain`]'s verdict per byte for JSON.
+static PLAIN_JSON: [bool; 256] = plain_table(Style::Json);
+
+/// The byte classes of [`plain`], as a table.
+const fn plain_table(style: Style) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = match style {
+            Style::Text => byte >= 0x20 && byte < 0x7f && !matches!(byte, b'"' | b'\\' | b'\''),
+            Style::Json => byte >= 0x20 && !matches!(byte, b'"' | b'\\'),
+        };
+        b += 1;
     }
+    table
 }
 
 #[cfg(test)]
