@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::broker::history::{self, HistorySettings, Recovery};
 use crate::broker::{
-    Broker, BrokerError, Local, MemoryBroker, Published, RedisBroker, RedisSettings,
+    Broker, BrokerError, Local, MemoryBroker, PublishNow, Published, RedisBroker, RedisSettings,
 };
 use crate::hub::{ConnId, Hub, Joined, Member};
 use crate::metrics::Metrics;
@@ -115,9 +115,10 @@ impl Node {
     /// `POST /notify` and client publish. Fan-out is recorded by local delivery, on every
     /// node.
     pub async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
-        self.broker
-            .publish(publication)
-            .await
-            .inspect_err(|_| self.metrics.broker_publish_errors.inc())
+        let published = match self.broker.publish_now(publication) {
+            PublishNow::Done(published) => published,
+            PublishNow::Wait(publication) => self.broker.publish(publication).await,
+        };
+        published.inspect_err(|_| self.metrics.broker_publish_errors.inc())
     }
 }

@@ -59,6 +59,15 @@ pub struct HistoryUsage {
     pub bytes: usize,
 }
 
+/// What [`Broker::publish_now`] did.
+#[derive(Debug)]
+pub enum PublishNow {
+    /// Published (or failed) without waiting.
+    Done(Result<Published, BrokerError>),
+    /// The broker has to wait: the publication, back for [`Broker::publish`].
+    Wait(Publication),
+}
+
 /// A broker could not do what was asked; the caller answers 503 or an error frame.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -76,6 +85,14 @@ pub trait Broker: Send + Sync + 'static {
     /// group's next offset, so other members see a gap where it was; history keeps it with
     /// its audience. Never reports success for a publication that was not published.
     async fn publish(&self, publication: Publication) -> Result<Published, BrokerError>;
+
+    /// [`Broker::publish`] without a future, for a broker that never waits to publish
+    /// (the in-memory one): `publish`'s future is boxed, which costs an allocation per
+    /// notification on the ingest path. The default hands the publication back, to go to
+    /// `publish`.
+    fn publish_now(&self, publication: Publication) -> PublishNow {
+        PublishNow::Wait(publication)
+    }
 
     /// Starts carrying `group`'s publications to this node; returns once every
     /// publication after the call will arrive. Called for a group's first local member.

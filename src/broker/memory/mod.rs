@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::history::{Entry, HistoryRead, HistorySettings};
-use super::{Broker, BrokerError, GroupCount, HistoryUsage, Local, Published};
+use super::{Broker, BrokerError, GroupCount, HistoryUsage, Local, PublishNow, Published};
 use crate::hash::{self, HashMap, RandomState};
 use crate::protocol::{Close, Epoch, GroupName, Offset, Position, Publication, UserId};
 use budget::Budget;
@@ -141,9 +141,9 @@ async fn sweep_while_alive(broker: Weak<MemoryBroker>) {
     }
 }
 
-#[async_trait]
-impl Broker for MemoryBroker {
-    async fn publish(&self, mut publication: Publication) -> Result<Published, BrokerError> {
+impl MemoryBroker {
+    /// Publishes at once: nothing here waits, so no future is needed.
+    fn publish_at_once(&self, mut publication: Publication) -> Published {
         let log = {
             let mut shard = self.shard(&publication.group);
             let log = shard
@@ -172,10 +172,21 @@ impl Broker for MemoryBroker {
         }
         drop(state);
         self.budget.enforce();
-        Ok(Published {
+        Published {
             offset: publication.offset,
             recipients: fanout.queued,
-        })
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
+        Ok(self.publish_at_once(publication))
+    }
+
+    fn publish_now(&self, publication: Publication) -> PublishNow {
+        PublishNow::Done(Ok(self.publish_at_once(publication)))
     }
 
     /// Every publication is delivered locally anyway; watching only keeps the group's
