@@ -39,17 +39,19 @@ struct Shared {
     /// happens under it, which is what keeps frames whole and in order. An idle
     /// connection's backlog owns no memory (a channel would preallocate a block).
     state: Mutex<State>,
-    /// Wakes the session when something was queued that it must finish writing.
+    /// Wakes the session when something was queued that it must finish writing, or when
+    /// [`Member::close_now`] was called (see [`Member::close_requested`]).
     ready: Notify,
-    /// Cancelled by [`Member::close_now`]; a child of the server's shutdown token, so one
-    /// `select!` arm in the session covers both.
-    token: CancellationToken,
+    /// The server's shutdown token, shared by every member. Not a child token per member:
+    /// a child allocates a tree node (a mutex, a `Notify`, a slot in the parent's list),
+    /// which every idle connection would carry; a close request goes through `ready`.
+    shutdown: CancellationToken,
 }
 
 #[derive(Debug, Default)]
 struct State {
     out: Output,
-    /// First close requested wins; `None` with a cancelled token means shutdown.
+    /// First close requested wins; `None` with a cancelled shutdown token means shutdown.
     close: Option<Close>,
     /// The session has ended; nothing more is delivered.
     ended: bool,
@@ -75,17 +77,17 @@ pub enum Delivery {
 }
 
 impl Member {
-    /// Creates the handle for connection `id` with a queue of `capacity` frames; `token`
-    /// should be a child of the shutdown token.
-    pub fn new(id: ConnId, capacity: usize, token: CancellationToken) -> Self {
-        Self::for_user(id, capacity, token, None)
+    /// Creates the handle for connection `id` with a queue of `capacity` frames; `shutdown`
+    /// is the server's shutdown token (shared, not a child).
+    pub fn new(id: ConnId, capacity: usize, shutdown: CancellationToken) -> Self {
+        Self::for_user(id, capacity, shutdown, None)
     }
 
     /// Like [`Member::new`], for a connection authenticated as `user`.
     pub fn for_user(
         id: ConnId,
         capacity: usize,
-        token: CancellationToken,
+        shutdown: CancellationToken,
         user: Option<UserId>,
     ) -> Self {
         let state = Mutex::new(State::default());
@@ -95,7 +97,7 @@ impl Member {
             capacity,
             state,
             ready: Notify::new(),
-            token,
+            shutdown,
         }))
     }
 
@@ -295,25 +297,39 @@ impl Member {
     }
 
     /// Closes at once, dropping whatever is still queued. The first close requested wins.
+    /// Wakes the session through [`Member::ready`]; it checks [`Member::close_requested`]
+    /// whenever it wakes.
     pub fn close_now(&self, frame: Close) {
         self.state().close.get_or_insert(frame);
-        self.0.token.cancel();
+        self.0.ready.notify_one();
     }
 
-    /// Resolves when [`Member::close_now`] was called or the server is shutting down.
-    pub async fn closing(&self) {
-        self.0.token.cancelled().await
+    /// Whether [`Member::close_now`] was called.
+    pub fn close_requested(&self) -> bool {
+        self.state().close.is_some()
     }
 
-    /// Once [`Member::closing`] resolved: the frame requested with [`Member::close_now`],
-    /// or `None` when the server is shutting down.
+    /// Resolves when the server is shutting down.
+    pub fn shutdown(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.0.shutdown.cancelled()
+    }
+
+    /// The frame requested with [`Member::close_now`], or `None` when the session is
+    /// closing because the server is shutting down.
     pub fn requested_close(&self) -> Option<Close> {
         self.state().close.clone()
     }
 
-    /// Resolves when something may have been queued since the last write.
+    /// Resolves when something may have been queued since the last write, or a close was
+    /// requested (see [`Member::close_requested`]).
     pub async fn ready(&self) {
         self.0.ready.notified().await
+    }
+
+    /// Wakes the session as if something had been queued (a wake-up it consumed while
+    /// busy, handed back so nothing queued meanwhile is left unwritten).
+    pub fn wake(&self) {
+        self.0.ready.notify_one();
     }
 
     /// Takes everything queued, leaving the queue empty (and unallocated).
@@ -349,7 +365,8 @@ mod tests {
         let m = Member::new(1, 1, CancellationToken::new());
         assert_eq!(m.try_deliver(&frame()), Delivery::Queued);
         assert_eq!(m.try_deliver(&frame()), Delivery::Slow);
-        m.closing().await;
+        m.ready().await;
+        assert!(m.close_requested());
         assert_eq!(m.requested_close(), Some(CloseCode::SLOW_CONSUMER.frame()));
     }
 
@@ -378,19 +395,22 @@ mod tests {
         assert_eq!(order, [text(b"a"), text(b"b"), text(b"live")]);
         m.try_deliver(&frame());
         assert_eq!(m.prepend(vec![frame(), frame(), frame()]), Delivery::Slow);
-        m.closing().await;
+        m.ready().await;
+        assert!(m.close_requested());
         assert_eq!(m.requested_close(), Some(CloseCode::SLOW_CONSUMER.frame()));
     }
 
     #[tokio::test]
     async fn first_close_wins_shutdown_requests_none_and_ended_is_gone() {
-        let parent = CancellationToken::new();
-        let child = Member::new(2, 4, parent.child_token());
-        parent.cancel();
-        child.closing().await;
-        assert_eq!(child.requested_close(), None);
+        let shutdown = CancellationToken::new();
+        let member = Member::new(2, 4, shutdown.clone());
+        shutdown.cancel();
+        member.shutdown().await;
+        assert!(!member.close_requested());
+        assert_eq!(member.requested_close(), None);
 
         let m = Member::new(1, 4, CancellationToken::new());
+        assert!(!m.close_requested());
         m.close_now(CloseCode::HEARTBEAT_TIMEOUT.frame());
         m.close_now(CloseCode::SLOW_CONSUMER.frame());
         assert_eq!(

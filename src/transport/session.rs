@@ -2,9 +2,9 @@
 //! [`super::commands`]; this module only moves bytes and keeps time.
 //!
 //! The task owns the socket (not split: one set of buffers per connection) and
-//! `select!`s over five things: a close request (slow consumer, shutdown), the outbound
-//! queue, frames from the client, the heartbeat timer and, with auth on, the token's
-//! expiry (a `refresh` frame moves it).
+//! `select!`s over five things: shutdown, the outbound queue (which also wakes it for a
+//! close request: slow consumer, group or user close), frames from the client, the
+//! heartbeat timer and, with auth on, the token's expiry (a `refresh` frame moves it).
 //!
 //! Notifications arrive as complete encoded frames shared by every recipient, and the
 //! hub's drains write them to the socket (`hub::drain`). The session only finishes what
@@ -216,21 +216,27 @@ impl Session {
         let member = self.membership.member().clone();
         // Created once: a fresh `cancelled()` future per wake-up would re-register with the
         // cancellation token (a mutex) for every batch written.
-        let closing = member.closing();
-        tokio::pin!(closing);
+        let shutdown = member.shutdown();
+        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
-                _ = &mut closing => {
+                _ = &mut shutdown => {
                     let span = self.span();
                     let closed = Box::pin(self.on_closing(conn).instrument(span));
                     return closed.await;
                 }
-                () = expired(&mut expiry) => {
+                // A requested close wakes `ready`; one that came with the expiry wins.
+                () = expired(&mut expiry), if !member.close_requested() => {
                     return Ending::Close(CloseCode::TOKEN_EXPIRED.frame());
                 }
                 _ = member.ready() => {
-                    let written = self.write_batch(conn, closing.as_mut());
+                    if member.close_requested() {
+                        let span = self.span();
+                        let closed = Box::pin(self.on_closing(conn).instrument(span));
+                        return closed.await;
+                    }
+                    let written = self.write_batch(conn, shutdown.as_mut());
                     let written = Box::pin(written);
                     if let Some(ending) = written.await {
                         return ending;
@@ -284,36 +290,58 @@ impl Session {
     }
 
     /// Writes everything queued for the member (what the socket did not take at once),
-    /// waiting for it to be writable, within `write_timeout`. A
-    /// close request or shutdown (`closing`) interrupts a write stuck on a slow client.
+    /// waiting for it to be writable, within `write_timeout`. A close request (it wakes
+    /// `ready`) or shutdown interrupts a write stuck on a slow client.
     /// `None` while the connection goes on.
     async fn write_batch(
         &mut self,
         conn: &mut Connection,
-        closing: Pin<&mut impl Future<Output = ()>>,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Option<Ending> {
         let write_timeout = self.state.config.write_timeout;
         let member = self.membership.member().clone();
-        tokio::select! {
-            biased;
-            _ = closing => {
-                let span = self.span();
-                let closed = Box::pin(self.on_closing(conn).instrument(span));
-                Some(closed.await)
+        let write = timeout(write_timeout, write_pending(&member));
+        tokio::pin!(write);
+        // A wake-up taken here that was not a close: handed back once the write is done,
+        // so frames queued meanwhile are not left waiting for the next one.
+        let mut woken = false;
+        let written = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => break None,
+                _ = member.ready() => {
+                    if member.close_requested() {
+                        break None;
+                    }
+                    woken = true;
+                }
+                written = &mut write => break Some(written),
             }
-            written = timeout(write_timeout, write_pending(&member)) => match written {
-                Ok(Ok(Written { frames, close, since })) => {
-                    self.state.metrics.batch_written(frames, since);
-                    close.map(Ending::Close)
-                }
-                Ok(Err(_)) => Some(Ending::Drop),
-                Err(_) => {
-                    self.span().in_scope(|| {
-                        tracing::debug!(conn = self.id(), "write stalled past --write-timeout");
-                    });
-                    Some(Ending::Drop)
-                }
-            },
+        };
+        let Some(written) = written else {
+            let span = self.span();
+            let closed = Box::pin(self.on_closing(conn).instrument(span));
+            return Some(closed.await);
+        };
+        if woken {
+            member.wake();
+        }
+        match written {
+            Ok(Ok(Written {
+                frames,
+                close,
+                since,
+            })) => {
+                self.state.metrics.batch_written(frames, since);
+                close.map(Ending::Close)
+            }
+            Ok(Err(_)) => Some(Ending::Drop),
+            Err(_) => {
+                self.span().in_scope(|| {
+                    tracing::debug!(conn = self.id(), "write stalled past --write-timeout");
+                });
+                Some(Ending::Drop)
+            }
         }
     }
 

@@ -150,7 +150,7 @@ async fn open_session(
     let member = Member::for_user(
         state.next_conn_id(),
         state.config.send_queue as usize,
-        state.shutdown.child_token(),
+        state.shutdown.clone(),
         grant.as_ref().map(|g| g.user().clone()),
     );
     let mut session = Session::new(state.clone(), member, permit, remote, grant, log);

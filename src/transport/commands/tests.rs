@@ -52,7 +52,7 @@ fn connect(state: &AppState, claims: Option<Value>) -> Membership {
     let member = Member::for_user(
         state.next_conn_id(),
         16,
-        state.shutdown.child_token(),
+        state.shutdown.clone(),
         grant.as_ref().map(|g| g.user().clone()),
     );
     Membership::new(state.clone(), member, grant)
