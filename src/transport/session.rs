@@ -1,8 +1,8 @@
 //! One task per WebSocket connection: the socket loop. What the client's frames do is
 //! [`super::commands`]; this module only moves bytes and keeps time.
 //!
-//! The task owns the socket (not split: one set of buffers per connection) and
-//! `select!`s over five things: shutdown, the outbound queue (which also wakes it for a
+//! The socket itself belongs to the connection's member (`hub::member`: every write goes
+//! through its one ordered output); the task `select!`s over five things: shutdown, the outbound queue (which also wakes it for a
 //! close request: slow consumer, group or user close), frames from the client, the
 //! heartbeat timer and, with auth on, the token's expiry (a `refresh` frame moves it).
 //!
@@ -150,8 +150,8 @@ impl Session {
         self.membership.leave_all().await;
     }
 
-    /// Hands the upgraded socket to the member (from now on notifications are written
-    /// through to it) and returns what tungstenite reads and writes through.
+    /// Hands the upgraded socket to the member (from now on the hub's drains write
+    /// notifications to it) and returns the adapter tungstenite reads and writes through.
     pub fn attach(&self, socket: tokio::net::TcpStream) -> MemberIo {
         let member = self.membership.member();
         member.attach(socket);
