@@ -2,9 +2,10 @@
 //! [`super::commands`]; this module only moves bytes and keeps time.
 //!
 //! The socket itself belongs to the connection's member (`hub::member`: every write goes
-//! through its one ordered output); the task `select!`s over five things: shutdown, the outbound queue (which also wakes it for a
-//! close request: slow consumer, group or user close), frames from the client, the
-//! heartbeat timer and, with auth on, the token's expiry (a `refresh` frame moves it).
+//! through its one ordered output); the task `select!`s over five things: shutdown, the
+//! outbound queue (which also wakes it for a close request: slow consumer, group or user
+//! close), frames from the client, the heartbeat timer and, with auth on, the token's
+//! expiry (a `refresh` frame moves it).
 //!
 //! Notifications arrive as complete encoded frames shared by every recipient, and the
 //! hub's drains write them to the socket (`hub::drain`). The session only finishes what
@@ -222,8 +223,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => {
-                    let span = self.span();
-                    let closed = Box::pin(self.on_closing(conn).instrument(span));
+                    let closed = self.closing();
                     return closed.await;
                 }
                 // A requested close wakes `ready`; one that came with the expiry wins.
@@ -232,11 +232,10 @@ impl Session {
                 }
                 _ = member.ready() => {
                     if member.close_requested() {
-                        let span = self.span();
-                        let closed = Box::pin(self.on_closing(conn).instrument(span));
+                        let closed = self.closing();
                         return closed.await;
                     }
-                    let written = self.write_batch(conn, shutdown.as_mut());
+                    let written = self.write_batch(shutdown.as_mut());
                     let written = Box::pin(written);
                     if let Some(ending) = written.await {
                         return ending;
@@ -295,7 +294,6 @@ impl Session {
     /// `None` while the connection goes on.
     async fn write_batch(
         &mut self,
-        conn: &mut Connection,
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Option<Ending> {
         let write_timeout = self.state.config.write_timeout;
@@ -319,8 +317,7 @@ impl Session {
             }
         };
         let Some(written) = written else {
-            let span = self.span();
-            let closed = Box::pin(self.on_closing(conn).instrument(span));
+            let closed = self.closing();
             return Some(closed.await);
         };
         if woken {
@@ -345,10 +342,18 @@ impl Session {
         }
     }
 
+    /// [`Session::on_closing`] in the connection's span, boxed: its state is allocated
+    /// only when the connection closes (see `serve`). Bound to a local before the
+    /// `.await`, so the box, not the future, is what the caller's state holds meanwhile.
+    fn closing(&mut self) -> Pin<Box<impl Future<Output = Ending> + '_>> {
+        let span = self.span();
+        Box::pin(self.on_closing().instrument(span))
+    }
+
     /// A close was requested or shutdown began. A requested close (slow consumer, a group
     /// close that found the queue full) drops the queue; on shutdown what is already queued
     /// is still written, within `--write-timeout`, before 1012.
-    async fn on_closing(&mut self, _conn: &mut Connection) -> Ending {
+    async fn on_closing(&mut self) -> Ending {
         let member = self.membership.member();
         if let Some(frame) = member.requested_close() {
             let discarded = member.drop_unstarted();
