@@ -45,10 +45,10 @@ impl Data {
     /// `body`. A value that does not lie within `body` is copied instead.
     pub fn in_body(body: &Bytes, raw: &RawValue) -> Self {
         let text = raw.get().as_bytes();
-        // Addresses compared as numbers: where `text` starts inside `body`, if it does.
-        let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-        if start <= body.len() && text.len() <= body.len() - start {
-            Self(body.slice(start..start + text.len()))
+        let (within, inner) = (body.as_ptr_range(), text.as_ptr_range());
+        // `slice_ref` panics on a slice from elsewhere: check first.
+        if within.start <= inner.start && inner.end <= within.end {
+            Self(body.slice_ref(text))
         } else {
             Self(Bytes::copy_from_slice(text))
         }
