@@ -51,9 +51,7 @@ pub fn handshake() -> impl Filter<Extract = (Handshake,), Error = Rejection> + C
         .and(warp::ext::optional::<RequestId>())
         .and_then(
             |headers: HeaderMap, on_upgrade: Option<OnUpgrade>, id: Option<RequestId>| async move {
-                let mut hs = check_handshake(&headers, on_upgrade).map_err(warp::reject::custom)?;
-                hs.request_id = id;
-                Ok::<_, Rejection>(hs)
+                check_handshake(&headers, on_upgrade, id).map_err(warp::reject::custom)
             },
         )
 }
@@ -61,6 +59,7 @@ pub fn handshake() -> impl Filter<Extract = (Handshake,), Error = Rejection> + C
 fn check_handshake(
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
+    request_id: Option<RequestId>,
 ) -> Result<Handshake, ApiError> {
     let text = |name| {
         headers
@@ -94,7 +93,7 @@ fn check_handshake(
     Ok(Handshake {
         key,
         on_upgrade,
-        request_id: None,
+        request_id,
     })
 }
 
