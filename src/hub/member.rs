@@ -154,9 +154,7 @@ impl Member {
             return Delivery::Gone;
         }
         if state.out.queue.len() >= self.0.capacity {
-            drop(state);
-            self.close_now(CloseCode::SLOW_CONSUMER.frame());
-            return Delivery::Slow;
+            return self.refuse_slow(state);
         }
         let first = state.out.queue.is_empty();
         state.out.push_back(Outbound::Frame(frame.clone()), at);
@@ -171,6 +169,14 @@ impl Member {
         drop(state);
         self.0.ready.notify_one();
         Delivery::Queued
+    }
+
+    /// Refuses what does not fit the queue (`--send-queue`): the connection closes as a
+    /// slow consumer, since herald never skips a frame silently.
+    fn refuse_slow(&self, state: MutexGuard<'_, State>) -> Delivery {
+        drop(state);
+        self.close_now(CloseCode::SLOW_CONSUMER.frame());
+        Delivery::Slow
     }
 
     /// A drain's turn: writes what is queued without waiting. What the socket does not
@@ -202,9 +208,7 @@ impl Member {
             return Delivery::Gone;
         }
         if state.out.queue.len() + frames.len() > self.0.capacity {
-            drop(state);
-            self.close_now(CloseCode::SLOW_CONSUMER.frame());
-            return Delivery::Slow;
+            return self.refuse_slow(state);
         }
         if frames.is_empty() {
             return Delivery::Queued;
@@ -230,9 +234,7 @@ impl Member {
     /// Queues a close (or another item the session must see) and wakes the session.
     fn push(&self, mut state: MutexGuard<'_, State>, item: Outbound, at: Instant) -> Delivery {
         if state.out.queue.len() >= self.0.capacity {
-            drop(state);
-            self.close_now(CloseCode::SLOW_CONSUMER.frame());
-            return Delivery::Slow;
+            return self.refuse_slow(state);
         }
         state.out.push_back(item, at);
         drop(state);
