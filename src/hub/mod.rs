@@ -19,9 +19,8 @@ pub use output::{Flushed, Outbound};
 pub use shard::SHARDS;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -183,8 +182,9 @@ impl Hub {
     /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`,
     /// to the local members of `group` in `audience`, and hands the members that had
     /// nothing queued to the drains that write it (see `drain`). The bytes are shared,
-    /// not copied: a clone only bumps a reference count. A publication this node already delivered (or
-    /// one from before its members joined) is skipped: nobody sees an offset twice.
+    /// not copied: a clone only bumps a reference count. A publication this node already
+    /// delivered (or one from before its members joined) is skipped: nobody sees an
+    /// offset twice.
     pub fn deliver(
         &self,
         group: &GroupName,

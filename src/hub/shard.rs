@@ -9,8 +9,8 @@ use crate::hash::{self, HashMap, RandomState};
 /// Number of lock shards per map.
 pub const SHARDS: usize = 64;
 
-/// `K -> V` over [`SHARDS`] locks, hashed with [`crate::hash`]. Critical sections are short and never await, which is
-/// why these are `std` locks rather than tokio ones.
+/// `K -> V` over [`SHARDS`] locks, hashed with [`crate::hash`]. Critical sections are
+/// short and never await, which is why these are `std` locks rather than tokio ones.
 #[derive(Debug)]
 pub(super) struct Sharded<K, V> {
     shards: Box<[RwLock<HashMap<K, V>>]>,
