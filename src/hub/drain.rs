@@ -55,6 +55,9 @@ impl Drains {
     /// Hands members whose queue was empty (reported [`super::Delivery::Scheduled`]) to
     /// their drains.
     pub(super) fn schedule(&self, members: Vec<Member>) {
+        if members.is_empty() {
+            return;
+        }
         if let [only] = &self.lists[..] {
             only.add(members);
             return;
@@ -65,6 +68,17 @@ impl Drains {
         }
         for (drain, members) in self.lists.iter().zip(split) {
             drain.add(members);
+        }
+    }
+
+    /// Records `frames` written at once by a fan-out published at `at` (see
+    /// [`super::Member::try_write_at`]), as a drain records what it writes.
+    pub(super) fn record(&self, frames: usize, at: Instant) {
+        if frames > 0 {
+            self.lists[0].record(&Tally {
+                frames,
+                first: Some(at),
+            });
         }
     }
 }

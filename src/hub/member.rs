@@ -70,6 +70,8 @@ pub enum Delivery {
     Scheduled,
     /// Queued for the connection (behind frames already scheduled, or for its session).
     Queued,
+    /// Written to the socket whole, at once (see [`Member::try_write_at`]).
+    Written,
     /// The queue was full: the connection is being closed as a slow consumer.
     Slow,
     /// The connection has already ended.
@@ -148,8 +150,38 @@ impl Member {
         self.deliver(frame, at, true)
     }
 
-    fn deliver(&self, frame: &Bytes, at: Instant, drained: bool) -> Delivery {
+    /// Writes a frame published at `at` straight to the socket when nothing is queued,
+    /// held or scheduled for it (else queues it exactly as [`Member::try_deliver_at`],
+    /// which may report [`Delivery::Scheduled`]). [`Delivery::Written`] when the socket
+    /// took it whole; what it does not take is left to the session, which is woken.
+    pub fn try_write_at(&self, frame: &Bytes, at: Instant) -> Delivery {
         let mut state = self.state();
+        let free = state.out.queue.is_empty() && !state.scheduled && !state.held;
+        if state.ended || !free || state.out.socket.is_none() {
+            return self.deliver_locked(state, frame, at, true);
+        }
+        let queued = state.out.write_through(frame, at);
+        drop(state);
+        match queued {
+            Ok(false) => Delivery::Written,
+            Ok(true) | Err(_) => {
+                self.0.ready.notify_one();
+                Delivery::Queued
+            }
+        }
+    }
+
+    fn deliver(&self, frame: &Bytes, at: Instant, drained: bool) -> Delivery {
+        self.deliver_locked(self.state(), frame, at, drained)
+    }
+
+    fn deliver_locked(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        frame: &Bytes,
+        at: Instant,
+        drained: bool,
+    ) -> Delivery {
         if state.ended {
             return Delivery::Gone;
         }

@@ -32,6 +32,14 @@ use shard::Sharded;
 
 type Members = HashMap<ConnId, Member>;
 
+/// Groups of at most this many local members are written inline by the publishing call
+/// (each idle member's socket gets the frame at once, see [`Member::try_write_at`]);
+/// larger ones go through the drains, which gather a burst into one write per member.
+/// On 1,000 groups x 10 members, inline writes deliver more per second than the drains
+/// (BENCHMARKS.md, "inline writes for small groups"); on 1 x 1,000 bursts they would
+/// cost one write per frame per member where a drain writes several frames at once.
+const INLINE_MAX: usize = 16;
+
 /// Groups and their members on this node, and which connections belong to which user.
 ///
 /// A group exists here only while it has local members: the last leave (or a group
@@ -180,8 +188,9 @@ impl Hub {
     }
 
     /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`,
-    /// to the local members of `group` in `audience`, and hands the members that had
-    /// nothing queued to the drains that write it (see `drain`). The bytes are shared,
+    /// to the local members of `group` in `audience`: a small group's idle members get it
+    /// written at once, the others have it queued and, if nothing was queued before, are
+    /// handed to the drains that write it (see `drain`). The bytes are shared,
     /// not copied: a clone only bumps a reference count. A publication this node already
     /// delivered (or one from before its members joined) is skipped: nobody sees an
     /// offset twice.
@@ -200,12 +209,26 @@ impl Hub {
         // One clock read per fan-out, not per member (and none for a group without
         // local members): the delivery-lag metric's start.
         let now = Instant::now();
+        // A small group's frame goes straight into each idle socket: with a few members
+        // there is little for a drain to gather, and its hand-off (a list, a task, a
+        // second lock of each member) would cost more than the write it saves.
+        let inline = entry.members.len() <= INLINE_MAX;
         let mut scheduled = Vec::new();
+        let mut written = 0;
         for member in entry.members.values().filter(|m| audience.includes(m)) {
-            match member.try_deliver_at(frame, now) {
+            let delivery = if inline {
+                member.try_write_at(frame, now)
+            } else {
+                member.try_deliver_at(frame, now)
+            };
+            match delivery {
                 Delivery::Scheduled => {
                     out.queued += 1;
                     scheduled.push(member.clone());
+                }
+                Delivery::Written => {
+                    out.queued += 1;
+                    written += 1;
                 }
                 Delivery::Queued => out.queued += 1,
                 Delivery::Slow => out.slow += 1,
@@ -213,6 +236,7 @@ impl Hub {
             }
         }
         drop(shard);
+        self.drains.record(written, now);
         self.drains.schedule(scheduled);
         out
     }
