@@ -27,6 +27,9 @@ pub(super) struct Group {
     syncing: AtomicBool,
     /// First offset delivered while syncing (0: none yet).
     first: AtomicU64,
+    /// When the last fan-out here started, in nanoseconds since the hub was created (0:
+    /// none yet): tells a burst from a steady flow (see [`Group::in_burst`]).
+    fanned_at: AtomicU64,
     /// The broker's epoch for the group, learnt when the watch started. It only changes
     /// when the group's broker state is created again, which happens only while no node
     /// watches the group (memory broker) or never (Redis keeps it), so it is fixed for
@@ -42,6 +45,7 @@ impl Group {
             last: AtomicU64::new(0),
             syncing: AtomicBool::new(true),
             first: AtomicU64::new(0),
+            fanned_at: AtomicU64::new(0),
             epoch: Epoch::default(),
         }
     }
@@ -67,6 +71,14 @@ impl Group {
         }
         self.last.store(offset, Ordering::Release);
         true
+    }
+
+    /// Records a fan-out starting at `now` (nanoseconds since the hub was created); true
+    /// when the previous one started less than `gap` nanoseconds before: a burst, whose
+    /// frames are better queued so that a drain writes several of them at once.
+    pub(super) fn in_burst(&self, now: u64, gap: u64) -> bool {
+        let previous = self.fanned_at.swap(now.max(1), Ordering::Relaxed);
+        previous != 0 && now.saturating_sub(previous) < gap
     }
 
     /// Marks the group as (re)starting to watch: see [`Group::synced`].

@@ -33,12 +33,19 @@ use shard::Sharded;
 type Members = HashMap<ConnId, Member>;
 
 /// Groups of at most this many local members are written inline by the publishing call
-/// (each idle member's socket gets the frame at once, see [`Member::try_write_at`]);
-/// larger ones go through the drains, which gather a burst into one write per member.
-/// On 1,000 groups x 10 members, inline writes deliver more per second than the drains
-/// (BENCHMARKS.md, "inline writes for small groups"); on 1 x 1,000 bursts they would
-/// cost one write per frame per member where a drain writes several frames at once.
+/// (each idle member's socket gets the frame at once, see [`Member::try_write_at`]),
+/// unless they are in a burst (see [`BURST_GAP`]); larger ones always go through the
+/// drains, which gather a burst into one write per member. On 1,000 groups x 10 members,
+/// inline writes deliver more per second than the drains, with a quarter of the p99
+/// (BENCHMARKS.md, "inline writes for small groups"); on a burst they would cost one write
+/// per frame per member where a drain writes several frames at once.
 const INLINE_MAX: usize = 16;
+
+/// A small group's fan-out that starts less than this many nanoseconds (1 ms) after its
+/// previous one is part of a burst (publishers sending to the group back to back): its
+/// frames are queued for the drains, so that the frames published meanwhile go out in the
+/// same write.
+const BURST_GAP: u64 = 1_000_000;
 
 /// Groups and their members on this node, and which connections belong to which user.
 ///
@@ -52,6 +59,8 @@ pub struct Hub {
     users: Sharded<UserId, Members>,
     /// Write the queues that fan-outs fill (see `drain`).
     drains: Drains,
+    /// When the hub was created: group fan-out times are kept as nanoseconds since.
+    started: Instant,
 }
 
 /// Outcome of one local fan-out.
@@ -110,6 +119,7 @@ impl Hub {
             groups: Sharded::new(),
             users: Sharded::new(),
             drains: Drains::new(metrics),
+            started: Instant::now(),
         }
     }
 
@@ -212,7 +222,11 @@ impl Hub {
         // A small group's frame goes straight into each idle socket: with a few members
         // there is little for a drain to gather, and its hand-off (a list, a task, a
         // second lock of each member) would cost more than the write it saves.
-        let inline = entry.members.len() <= INLINE_MAX;
+        let inline = entry.members.len() <= INLINE_MAX && {
+            let since = now.saturating_duration_since(self.started);
+            let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+            !entry.in_burst(nanos, BURST_GAP)
+        };
         let mut scheduled = Vec::new();
         let mut written = 0;
         for member in entry.members.values().filter(|m| audience.includes(m)) {
