@@ -523,6 +523,79 @@ mod socket_tests {
     }
 
     #[tokio::test]
+    async fn a_write_through_goes_out_at_once_and_its_unwritten_rest_stays_first() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 8, CancellationToken::new());
+        let at = Instant::now();
+        assert_eq!(
+            m.try_write_at(&Bytes::from_static(b"early"), at),
+            Delivery::Queued,
+            "no socket yet: queued for the session"
+        );
+        m.take();
+        m.attach(server);
+        assert_eq!(
+            m.try_write_at(&Bytes::from_static(b"one"), at),
+            Delivery::Written
+        );
+        assert!(m.take().is_empty(), "nothing left queued");
+        let huge = huge();
+        assert_eq!(
+            m.try_write_at(&huge, at),
+            Delivery::Queued,
+            "only part fits"
+        );
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), m.ready());
+        woken.await.expect("the session is woken to finish it");
+        // Behind the unwritten rest: queued, never written past it.
+        assert_eq!(
+            m.try_write_at(&Bytes::from_static(b"two"), at),
+            Delivery::Queued
+        );
+        m.reply(b"pong").unwrap();
+        let reader = read_all(client);
+        finish(&m).await;
+        m.release();
+        let got = reader.await.unwrap();
+        let mut want = b"one".to_vec();
+        want.extend_from_slice(&huge);
+        want.extend_from_slice(b"pongtwo");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes out of order");
+    }
+
+    #[tokio::test]
+    async fn a_write_through_waits_behind_a_hold_a_schedule_and_a_full_queue() {
+        let (server, client) = pair().await;
+        let m = Member::new(1, 2, CancellationToken::new());
+        m.attach(server);
+        let at = Instant::now();
+        m.hold();
+        assert_eq!(
+            m.try_write_at(&Bytes::from_static(b"a"), at),
+            Delivery::Queued
+        );
+        m.reply(b"subscribed").unwrap();
+        m.unhold();
+        finish(&m).await;
+        assert_eq!(fan(&m, &Bytes::from_static(b"b")), Delivery::Scheduled);
+        assert_eq!(
+            m.try_write_at(&Bytes::from_static(b"c"), at),
+            Delivery::Queued,
+            "behind the frame a drain is to write"
+        );
+        assert_eq!(
+            m.try_write_at(&Bytes::from_static(b"d"), at),
+            Delivery::Slow,
+            "the queue bound holds for writes through too"
+        );
+        assert!(m.close_requested());
+        m.flush_scheduled();
+        m.release();
+        assert_eq!(read_all(client).await.unwrap(), b"subscribedabc");
+    }
+
+    #[tokio::test]
     async fn a_partly_written_frame_completes_before_replies_and_later_frames() {
         let (server, client) = pair().await;
         let m = Member::new(1, 8, CancellationToken::new());

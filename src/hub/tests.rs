@@ -182,3 +182,15 @@ fn what_arrives_while_syncing_is_delivered_and_sets_the_position_before_it() {
     assert!(hub.leave(&g("x"), 1));
     assert!(!hub.resync(&g("x")), "a group without members is forgotten");
 }
+
+#[test]
+fn a_fan_out_soon_after_the_previous_one_is_a_burst() {
+    let group = Group::syncing();
+    assert!(!group.in_burst(5_000, 1_000), "the first fan-out");
+    assert!(group.in_burst(5_500, 1_000));
+    assert!(
+        !group.in_burst(7_000, 1_000),
+        "1.5 us after the previous one"
+    );
+    assert!(group.in_burst(7_000, 1_000), "two at the same instant");
+}
