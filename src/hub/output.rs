@@ -65,6 +65,13 @@ impl Output {
         if self.queue.is_empty() {
             self.since = Some(at);
         }
+        if self.queue.capacity() == 0 {
+            // Room for one, not the four a first push would reserve: a drain usually
+            // writes the frame before another comes, and a 40-byte block is one of
+            // malloc's cheap small sizes where 160 bytes (once a large fan-out has
+            // a thousand of them live) goes through its slower bins.
+            self.queue.reserve_exact(1);
+        }
         self.queue.push_back(item);
     }
 
