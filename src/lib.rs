@@ -35,9 +35,10 @@
 //!   checks the backend token → `api::notify` validates → `AppState::publish` →
 //!   `node.publish` → `broker.publish` assigns the offset and carries the `Publication`
 //!   to every node watching the group → on each, `broker::Local::deliver` encodes the
-//!   frame once (`protocol::wire::encode_notify`) and `hub.deliver` queues the shared
-//!   bytes on each member (a full queue closes that member with 4100) → each
-//!   `transport::session` writes its queue in batches with vectored writes.
+//!   frame once (`protocol::wire::encode_notify`) and `hub.deliver` writes the shared
+//!   bytes straight into a small group's idle sockets, or queues them on each member for
+//!   a drain (`hub::drain`) to write (a full queue closes that member with 4100) → each
+//!   `transport::session` finishes what a socket did not take, with vectored writes.
 //! - **subscribe**: `transport::routes` checks the name in the path,
 //!   `transport::admission` the origin and token (`auth::Verifier`), then the token's
 //!   right to the group, shutdown and connection limit → `transport::upgrade` opens the
