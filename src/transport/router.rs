@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper_util::service::TowerToHyperService;
-use tracing::Instrument;
 use warp::filters::BoxedFilter;
 use warp::http::Request;
 use warp::reply::Response;
@@ -67,8 +66,9 @@ impl Router {
             .hot
             .as_ref()
             .and_then(|_| Hot::find(req.method(), req.uri().path()));
-        let (observed, span) = Observed::start(req.method(), req.headers(), hot.map(Hot::template));
-        async move {
+        let (observed, mut span) =
+            Observed::start(req.method(), req.headers(), hot.map(Hot::template));
+        let answer = async move {
             let (mut res, recorder) = match (hot, &inner.hot) {
                 (Some(route), Some(routes)) => {
                     let res = routes.serve(route, req).await;
@@ -84,7 +84,10 @@ impl Router {
             };
             observed.finish(&mut res, recorder);
             res
+        };
+        async move {
+            let mut answer = std::pin::pin!(answer);
+            std::future::poll_fn(|cx| span.in_scope(|| answer.as_mut().poll(cx))).await
         }
-        .instrument(span)
     }
 }
