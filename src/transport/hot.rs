@@ -8,9 +8,11 @@
 //! the exact path with `POST` comes here; another method (405 with `Allow`) or a
 //! trailing slash goes on to warp's table, which still has both routes.
 
+use std::future::Future;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use warp::http::{Method, Request};
 use warp::reply::Response;
 
@@ -105,11 +107,23 @@ impl HotRoutes {
     }
 
     /// The checks before the handler, as in warp's table: the backend token, then the
-    /// JSON body within `limit`.
-    async fn body(&self, req: Request<TrackedBody>, limit: BodyLimit) -> Result<Bytes, ApiError> {
-        admission::check_backend(&self.state, req.headers())?;
+    /// JSON body within `limit`. Not an `async fn`: the body's future is returned as it
+    /// is, rather than inside another that would carry (and copy) it.
+    fn body(
+        &self,
+        req: Request<TrackedBody>,
+        limit: BodyLimit,
+    ) -> impl Future<Output = Result<Bytes, ApiError>> {
+        let admitted = admission::check_backend(&self.state, req.headers());
         let (head, body) = req.into_parts();
-        let within = self.state.config.http_body_timeout;
-        api::body::json_request_body(&head.headers, body, limit, within).await
+        match admitted {
+            Ok(()) => Either::Left(api::body::json_request_body(
+                &head.headers,
+                body,
+                limit,
+                self.state.config.http_body_timeout,
+            )),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
+        }
     }
 }
