@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hyper_util::service::TowerToHyperService;
 use warp::filters::BoxedFilter;
@@ -17,6 +18,7 @@ use super::http::{ClientAddr, TrackedBody};
 use super::observe::{Observed, Recorder, RequestId};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::telemetry::Deferred;
 
 /// warp's route table as a function from request to response.
 type Table = Box<
@@ -56,17 +58,13 @@ impl Router {
     }
 
     /// Answers `req`, which came from `remote`, inside its request span.
-    pub(super) fn call(
-        &self,
-        mut req: Request<TrackedBody>,
-        remote: SocketAddr,
-    ) -> impl Future<Output = Response> + Send + 'static {
+    pub(super) fn call(&self, mut req: Request<TrackedBody>, remote: SocketAddr) -> Answer {
         let inner = self.0.clone();
         let hot = inner
             .hot
             .as_ref()
             .and_then(|_| Hot::find(req.method(), req.uri().path()));
-        let (observed, mut span) =
+        let (observed, span) =
             Observed::start(req.method(), req.headers(), hot.map(Hot::template));
         let answer = async move {
             let (mut res, recorder) = match (hot, &inner.hot) {
@@ -85,9 +83,28 @@ impl Router {
             observed.finish(&mut res, recorder);
             res
         };
-        async move {
-            let mut answer = std::pin::pin!(answer);
-            std::future::poll_fn(|cx| span.in_scope(|| answer.as_mut().poll(cx))).await
+        Answer {
+            span,
+            answer: Box::pin(answer),
         }
+    }
+}
+
+/// A request's answer, polled inside its request span.
+///
+/// The answer's own future (route, body read, handler: about 2 KiB) is boxed where it
+/// is made, so that only this small value moves afterwards: awaited inside another
+/// future, it would be copied into each enclosing one.
+pub(super) struct Answer {
+    span: Deferred,
+    answer: Pin<Box<dyn Future<Output = Response> + Send>>,
+}
+
+impl Future for Answer {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = self.get_mut();
+        this.span.in_scope(|| this.answer.as_mut().poll(cx))
     }
 }
