@@ -9,11 +9,11 @@
 //! trailing slash goes on to warp's table, which still has both routes.
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use warp::http::{Method, Request};
+use warp::http::{Method, Request, StatusCode};
 use warp::reply::Response;
 
 use super::admission;
@@ -79,10 +79,8 @@ impl HotRoutes {
         }
     }
 
-    /// Answers a request for `route`. `POST /notify` is also counted in the notify
-    /// metrics, every status included.
+    /// Answers a request for `route`.
     pub(super) async fn serve(&self, route: Hot, req: Request<TrackedBody>) -> Response {
-        let started = Instant::now();
         let config = &self.state.config;
         let answer = match route {
             Hot::Notify => match self.body(req, BodyLimit::body(config.max_body)).await {
@@ -97,13 +95,16 @@ impl HotRoutes {
                 Err(e) => Err(e),
             },
         };
-        let res = answer.unwrap_or_else(|e| e.to_response());
+        answer.unwrap_or_else(|e| e.to_response())
+    }
+
+    /// A request for `route` was answered with `status` after `took` (the time its HTTP
+    /// metrics count too): `POST /notify` is also counted in the notify metrics, every
+    /// status included.
+    pub(super) fn answered(&self, route: Hot, status: StatusCode, took: Duration) {
         if route == Hot::Notify {
-            self.state
-                .metrics
-                .notify_request(res.status(), started.elapsed());
+            self.state.metrics.notify_request(status, took);
         }
-        res
     }
 
     /// The checks before the handler, as in warp's table: the backend token, then the

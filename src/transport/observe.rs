@@ -8,7 +8,7 @@
 //! wraps each request's whole answer in `router`, outside warp's filter tree.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::field::Empty;
 use tracing::Metadata;
@@ -112,8 +112,8 @@ impl Observed {
     }
 
     /// Ends the request, inside its span: counts it in the HTTP metrics, logs it at
-    /// DEBUG and answers with its id.
-    pub(super) fn finish(self, res: &mut Response, metrics: Recorder<'_>) {
+    /// DEBUG and answers with its id. Returns how long it took.
+    pub(super) fn finish(self, res: &mut Response, metrics: Recorder<'_>) -> Duration {
         let took = self.at.elapsed();
         let status = res.status();
         match metrics {
@@ -135,6 +135,7 @@ impl Observed {
             "request finished"
         );
         res.headers_mut().insert(REQUEST_ID_HEADER, self.id);
+        took
     }
 }
 

@@ -80,7 +80,10 @@ impl Router {
                     (res, Recorder::ByTemplate(&inner.metrics))
                 }
             };
-            observed.finish(&mut res, recorder);
+            let took = observed.finish(&mut res, recorder);
+            if let (Some(route), Some(routes)) = (hot, &inner.hot) {
+                routes.answered(route, res.status(), took);
+            }
             res
         };
         Answer {
