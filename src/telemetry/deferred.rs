@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::field::{display, Field, Value, ValueSet};
 use tracing::span::{Attributes, Id, Record};
-use tracing_core::span::Current;
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Metadata, Span, Subscriber};
+use tracing_core::span::Current;
 use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
 use warp::http::{HeaderValue, Method};
 
@@ -98,7 +98,10 @@ pub struct Deferred {
 
 enum State {
     Pending(RequestFields),
-    Made { id: Id, dispatch: Dispatch },
+    Made {
+        id: Id,
+        dispatch: Dispatch,
+    },
     /// Made at once: no [`DeferredSpans`] is installed, or the caller made it.
     Eager(Span),
     Off,
@@ -196,8 +199,9 @@ impl<S: Subscriber> DeferredSpans<S> {
                 }
             };
             let made = if self.inner.enabled(fields.meta) {
-                let id = fields
-                    .with_values(|values| self.inner.new_span(&Attributes::new(fields.meta, values)));
+                let id = fields.with_values(|values| {
+                    self.inner.new_span(&Attributes::new(fields.meta, values))
+                });
                 self.inner.enter(&id);
                 Slot::Made(id)
             } else {

@@ -26,7 +26,9 @@ pub fn init(format: LogFormat) {
     // formatters (`fields`): every request has a span. Wrapped in `DeferredSpans`, so the
     // hot routes' spans are only made when they log (`deferred`).
     let _ = match format {
-        LogFormat::Text => DeferredSpans::try_init(builder.fmt_fields(TextFields::default()).finish()),
+        LogFormat::Text => {
+            DeferredSpans::try_init(builder.fmt_fields(TextFields::default()).finish())
+        }
         LogFormat::Json => {
             DeferredSpans::try_init(builder.json().fmt_fields(JsonFields::default()).finish())
         }

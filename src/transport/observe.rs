@@ -144,8 +144,7 @@ impl Observed {
 fn request_callsite() -> Option<&'static Metadata<'static>> {
     static CALLSITE: OnceLock<Option<&'static Metadata<'static>>> = OnceLock::new();
     *CALLSITE.get_or_init(|| {
-        tracing::info_span!("request", method = Empty, route = Empty, request_id = Empty)
-            .metadata()
+        tracing::info_span!("request", method = Empty, route = Empty, request_id = Empty).metadata()
     })
 }
 

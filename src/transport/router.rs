@@ -64,8 +64,7 @@ impl Router {
             .hot
             .as_ref()
             .and_then(|_| Hot::find(req.method(), req.uri().path()));
-        let (observed, span) =
-            Observed::start(req.method(), req.headers(), hot.map(Hot::template));
+        let (observed, span) = Observed::start(req.method(), req.headers(), hot.map(Hot::template));
         let answer = async move {
             let (mut res, recorder) = match (hot, &inner.hot) {
                 (Some(route), Some(routes)) => {
