@@ -128,37 +128,62 @@ impl Deferred {
     /// Runs `f` inside the span: made already, it is entered; otherwise its fields wait
     /// in this thread's slot for [`DeferredSpans`] to make it, should `f` log.
     pub fn in_scope<T>(&mut self, f: impl FnOnce() -> T) -> T {
-        match std::mem::replace(&mut self.state, State::Off) {
-            State::Pending(fields) => {
-                let outer = SLOT.with(|slot| slot.replace(Slot::Pending(fields)));
-                let out = f();
-                let mine = SLOT.with(|slot| slot.replace(outer));
-                self.state = match mine {
-                    Slot::Pending(fields) => State::Pending(fields),
-                    Slot::Made(id) => {
-                        let dispatch = tracing::dispatcher::get_default(Dispatch::clone);
-                        dispatch.exit(&id);
-                        State::Made { id, dispatch }
-                    }
-                    Slot::Off | Slot::Empty => State::Off,
-                };
-                out
+        match &self.state {
+            State::Pending(_) | State::Made { .. } => {
+                // The guard puts the slot back (and exits a span made or entered here)
+                // even if `f` panics, so nothing of this request outlives its turn.
+                let _turn = Turn::begin(&mut self.state);
+                f()
             }
-            State::Made { id, dispatch } => {
-                let outer = SLOT.with(|slot| slot.replace(Slot::Empty));
-                dispatch.enter(&id);
-                let out = f();
-                dispatch.exit(&id);
-                SLOT.with(|slot| slot.set(outer));
-                self.state = State::Made { id, dispatch };
-                out
-            }
-            State::Eager(span) => {
-                let out = span.in_scope(f);
-                self.state = State::Eager(span);
-                out
-            }
+            State::Eager(span) => span.in_scope(f),
             State::Off => f(),
+        }
+    }
+}
+
+/// One turn of a [`Deferred`] scope on this thread: its state in the slot (or its span
+/// entered) until dropped.
+struct Turn<'a> {
+    state: &'a mut State,
+    /// What the slot held before.
+    outer: Slot,
+}
+
+impl<'a> Turn<'a> {
+    fn begin(state: &'a mut State) -> Self {
+        let mine = match std::mem::replace(state, State::Off) {
+            State::Pending(fields) => Slot::Pending(fields),
+            State::Made { id, dispatch } => {
+                dispatch.enter(&id);
+                *state = State::Made { id, dispatch };
+                Slot::Empty
+            }
+            other => {
+                *state = other;
+                Slot::Empty
+            }
+        };
+        let outer = SLOT.with(|slot| slot.replace(mine));
+        Self { state, outer }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mine = SLOT.with(|slot| slot.replace(std::mem::take(&mut self.outer)));
+        match mine {
+            Slot::Pending(fields) => *self.state = State::Pending(fields),
+            Slot::Made(id) => {
+                let dispatch = tracing::dispatcher::get_default(Dispatch::clone);
+                dispatch.exit(&id);
+                *self.state = State::Made { id, dispatch };
+            }
+            Slot::Off => *self.state = State::Off,
+            Slot::Empty => {
+                if let State::Made { id, dispatch } = &*self.state {
+                    dispatch.exit(id);
+                }
+            }
         }
     }
 }
@@ -279,5 +304,78 @@ impl<S: Subscriber> Subscriber for DeferredSpans<S> {
     fn current_span(&self) -> Current {
         self.make_pending();
         self.inner.current_span()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::Empty;
+
+    use super::*;
+
+    /// A writer into a shared buffer, for the fmt subscriber.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn fields(id: &'static str) -> RequestFields {
+        let meta =
+            tracing::info_span!("request", method = Empty, route = Empty, request_id = Empty)
+                .metadata()
+                .unwrap();
+        RequestFields {
+            meta,
+            method: Method::POST,
+            route: "/notify",
+            request_id: HeaderValue::from_static(id),
+        }
+    }
+
+    #[test]
+    fn the_span_is_made_when_something_logs_in_it_and_only_then() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let inner = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        INSTALLED.store(true, Ordering::Release);
+        tracing::subscriber::with_default(DeferredSpans { inner }, || {
+            let mut quiet = Deferred::new(fields("quiet-1"));
+            quiet.in_scope(|| tracing::debug!("not shown"));
+            drop(quiet);
+            let mut loud = Deferred::new(fields("loud-1"));
+            loud.in_scope(|| tracing::info!("first turn"));
+            loud.in_scope(|| tracing::info!("second turn"));
+            tracing::info!("outside");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (line, message) in lines[..2].iter().zip(["first turn", "second turn"]) {
+            assert!(
+                line.contains(r#"request{method=POST route="/notify" request_id="loud-1"}"#)
+                    && line.ends_with(message),
+                "{line}"
+            );
+        }
+        assert!(
+            !lines[2].contains("request{") && lines[2].ends_with("outside"),
+            "{text}"
+        );
+        assert!(!text.contains("quiet-1"), "{text}");
     }
 }
