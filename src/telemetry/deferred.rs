@@ -19,7 +19,7 @@ use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Metadata, Span, Subscriber};
 use tracing_core::span::Current;
 use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
-use warp::http::{HeaderValue, Method};
+use warp::http::Method;
 
 /// Set once a [`DeferredSpans`] is the global subscriber; until then (and in tests that
 /// install another subscriber) [`Deferred`] makes its span at once.
@@ -35,7 +35,32 @@ pub struct RequestFields {
     /// The route template.
     pub route: &'static str,
     /// The request id.
-    pub request_id: HeaderValue,
+    pub request_id: ShortText,
+}
+
+/// Up to 64 bytes of text kept inline: a request id (at most 64 characters, see
+/// `transport::observe`) without the allocation cloning a `HeaderValue` can take.
+pub struct ShortText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl ShortText {
+    /// `text`, cut to its first 64 bytes (at a character boundary) if longer.
+    pub fn new(text: &str) -> Self {
+        let mut len = text.len().min(64);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; 64];
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Self { bytes, len }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
 impl RequestFields {
@@ -53,7 +78,7 @@ impl RequestFields {
             return f(&fields.value_set(&none));
         };
         let shown_method = display(&self.method);
-        let id = self.request_id.to_str().unwrap_or_default();
+        let id = self.request_id.as_str();
         let values: [(&Field, Option<&dyn Value>); 3] = [
             (&method, Some(&shown_method)),
             (&route, Some(&self.route)),
@@ -340,7 +365,7 @@ mod tests {
             meta,
             method: Method::POST,
             route: "/notify",
-            request_id: HeaderValue::from_static(id),
+            request_id: ShortText::new(id),
         }
     }
 

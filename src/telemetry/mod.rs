@@ -5,7 +5,7 @@ mod fields;
 
 use tracing_subscriber::EnvFilter;
 
-pub use deferred::{Deferred, DeferredSpans, RequestFields};
+pub use deferred::{Deferred, DeferredSpans, RequestFields, ShortText};
 pub use fields::{JsonFields, TextFields};
 
 use crate::config::LogFormat;

@@ -16,7 +16,7 @@ use warp::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use warp::reply::Response;
 
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::telemetry::{Deferred, RequestFields};
+use crate::telemetry::{Deferred, RequestFields, ShortText};
 
 /// The request id header, read from requests and set on every response.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -84,7 +84,7 @@ impl Observed {
                 meta,
                 method: method.clone(),
                 route,
-                request_id: id.clone(),
+                request_id: ShortText::new(id.to_str().unwrap_or_default()),
             }),
             (Some(route), None) => Deferred::made(tracing::info_span!(
                 "request",
