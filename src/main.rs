@@ -8,15 +8,6 @@ use clap::Parser;
 use herald::server::raise_fd_limit;
 use herald::{shutdown, telemetry, Config, Server};
 
-/// jemalloc rather than the system allocator: an idle connection is a dozen small
-/// allocations, and glibc's per-chunk header, 16-byte rounding and the padding around the
-/// task's 128-byte-aligned block cost ~10 % of it; jemalloc's size classes carry no
-/// header (3.2 -> 3.0 KiB per idle connection at 15,000, see BENCHMARKS.md), and it
-/// returns the memory of closed connections to the system.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

@@ -444,3 +444,30 @@ fn read_error(e: WsError) -> Ending {
         _ => Ending::Drop,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// The session's future is what every idle connection keeps, in a task tokio allocates
+    /// with 112 bytes of its own, rounded up to 128: at up to 912 bytes the task is 1,024;
+    /// one byte more makes it 1,152 (1,280 in jemalloc's size classes), 256 bytes more per
+    /// idle connection. The same size in debug and release builds.
+    #[tokio::test]
+    async fn the_session_task_fits_in_1024_bytes() {
+        let state = AppState::new(Config::try_parse_from(["herald"]).unwrap(), None);
+        let permit = state.connections.clone().try_acquire_owned().unwrap();
+        let member = Member::new(1, 8, state.shutdown.clone());
+        let log = LogContext::new(None, false);
+        let session = Session::new(state, member.clone(), permit, None, None, log);
+        let ws = WebSocketStream::from_raw_socket(MemberIo(member), Role::Server, None).await;
+        let run = session.run(Connection::new(ws));
+        let size = std::mem::size_of_val(&run);
+        assert!(size <= 912, "the session future is {size} bytes");
+    }
+}
