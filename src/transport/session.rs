@@ -168,6 +168,10 @@ impl Session {
     /// An `async move` block rather than an `async fn`: an `async fn` moves its arguments
     /// into locals of its own, and its state kept both the arguments and the locals, so
     /// every idle task carried the session and the socket twice (448 bytes; see `serve`).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
     pub(super) fn run(mut self, mut conn: Connection) -> impl Future<Output = ()> {
         async move {
             self.span().in_scope(|| {
@@ -218,6 +222,10 @@ impl Session {
     /// socket to 1,376; `run` and `serve` as `async move` blocks rather than `async fn`s
     /// (whose state holds each argument twice, as argument and as local) to 904
     /// (`-Zprint-type-sizes`), which puts tokio's task allocation at 1,024 bytes.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
     fn serve<'a>(&'a mut self, conn: &'a mut Connection) -> impl Future<Output = Ending> + 'a {
         async move {
             // The timeouts are read from the config where they are used, not copied into
