@@ -1,10 +1,12 @@
 //! The JSON body filter: content type, size limit and parsing, before any handler runs.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::Either;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use warp::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -41,24 +43,55 @@ pub fn json_body(
 
 /// [`json_body`] for a request answered outside warp's filters (`transport::hot`): the
 /// same checks, limits and errors, on its headers and body.
-pub async fn json_request_body<B>(
+///
+/// Polled by hand rather than through `read` and `tokio::time::timeout`: their nested
+/// futures (a timer included) are about 1.3 KiB, which every future awaiting this one
+/// carries and copies, for a body that is usually in hyper's buffer at the first poll.
+/// The timer is only made, boxed, when the body is not all there at the first poll; its
+/// `within` counts from then, which is when this future was first polled.
+pub fn json_request_body<B>(
     headers: &HeaderMap,
     body: B,
     limit: BodyLimit,
     within: Duration,
-) -> Result<Bytes, ApiError>
+) -> impl Future<Output = Result<Bytes, ApiError>>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let content_type = header_text(headers, CONTENT_TYPE)?;
-    let length = header_text(headers, CONTENT_LENGTH)?
-        .map(|l| l.parse::<u64>().map_err(|_| invalid_header(CONTENT_LENGTH)))
-        .transpose()?;
-    let capacity = check_head(content_type, length, limit)?;
-    tokio::time::timeout(within, read(data(body), capacity, limit))
-        .await
-        .unwrap_or(Err(ApiError::BodyTimeout))
+    let head = (|| {
+        let content_type = header_text(headers, CONTENT_TYPE)?;
+        let length = header_text(headers, CONTENT_LENGTH)?
+            .map(|l| l.parse::<u64>().map_err(|_| invalid_header(CONTENT_LENGTH)))
+            .transpose()?;
+        check_head(content_type, length, limit)
+    })();
+    let capacity = match head {
+        Ok(capacity) => capacity,
+        Err(e) => return Either::Left(std::future::ready(Err(e))),
+    };
+    let mut body = body;
+    let mut gathered = Gather::new(capacity, limit);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    Either::Right(std::future::poll_fn(move |cx| {
+        loop {
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if let Err(e) = gathered.push(data) {
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(unreadable(e))),
+                Poll::Ready(None) => return Poll::Ready(Ok(gathered.finish())),
+                Poll::Pending => break,
+            }
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(ApiError::BodyTimeout))
+    }))
 }
 
 /// A header's value as text. Like warp's header filters, a value that is not visible
@@ -73,24 +106,6 @@ fn header_text(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, Ap
 /// The error warp's header filters give for an unreadable header.
 fn invalid_header(name: HeaderName) -> ApiError {
     ApiError::InvalidHeader(format!("Invalid request header {:?}", name.as_str()))
-}
-
-/// The data frames of `body` as a stream (trailers, which herald does not use, skipped).
-fn data<B>(mut body: B) -> impl Stream<Item = Result<Bytes, B::Error>>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    futures_util::stream::poll_fn(move |cx| loop {
-        match ready!(Pin::new(&mut body).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    return Poll::Ready(Some(Ok(data)));
-                }
-            }
-            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-            None => return Poll::Ready(None),
-        }
-    })
 }
 
 /// The checks on a body's headers, before any of it is read: `application/json` (415)
@@ -110,44 +125,78 @@ fn check_head(
 }
 
 /// Reads the body into one buffer, refusing it (413) as soon as it passes `limit`.
-///
-/// A body that arrives as one chunk (the usual case for a small body) is that chunk,
-/// shared rather than copied; only a body in several chunks is gathered into a new
-/// buffer of `capacity`.
 async fn read<S, B, E>(body: S, capacity: usize, limit: BodyLimit) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, E>>,
     B: Buf,
     E: std::fmt::Display,
 {
-    let max = limit.bytes as usize;
-    let mut first: Option<Bytes> = None;
-    let mut out = BytesMut::new();
+    let mut gathered = Gather::new(capacity, limit);
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
-        let so_far = first.as_ref().map_or(out.len(), Bytes::len);
-        if so_far + chunk.remaining() > max {
-            return Err(ApiError::PayloadTooLarge(limit));
+        gathered.push(chunk.map_err(unreadable)?)?;
+    }
+    Ok(gathered.finish())
+}
+
+/// The 400 for a body that could not be read.
+fn unreadable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidRequest(format!("could not read the body: {e}"))
+}
+
+/// A body's chunks gathered into one buffer, refused (413) as soon as they pass `limit`.
+///
+/// A body that arrives as one chunk (the usual case for a small body) is that chunk,
+/// shared rather than copied; only a body in several chunks is gathered into a new
+/// buffer of `capacity`.
+struct Gather {
+    first: Option<Bytes>,
+    out: BytesMut,
+    capacity: usize,
+    limit: BodyLimit,
+}
+
+impl Gather {
+    fn new(capacity: usize, limit: BodyLimit) -> Self {
+        Self {
+            first: None,
+            out: BytesMut::new(),
+            capacity,
+            limit,
         }
-        if first.is_none() && out.is_empty() {
+    }
+
+    /// Adds the next chunk.
+    fn push(&mut self, mut chunk: impl Buf) -> Result<(), ApiError> {
+        let so_far = self.first.as_ref().map_or(self.out.len(), Bytes::len);
+        if so_far + chunk.remaining() > self.limit.bytes as usize {
+            return Err(ApiError::PayloadTooLarge(self.limit));
+        }
+        if self.first.is_none() && self.out.is_empty() {
             // `Bytes` hands itself over without a copy.
-            first = Some(chunk.copy_to_bytes(chunk.remaining()));
-            continue;
+            self.first = Some(chunk.copy_to_bytes(chunk.remaining()));
+            return Ok(());
         }
-        if let Some(first) = first.take() {
-            out.reserve(capacity.max(first.len() + chunk.remaining()));
-            out.extend_from_slice(&first);
+        if let Some(first) = self.first.take() {
+            self.out
+                .reserve(self.capacity.max(first.len() + chunk.remaining()));
+            self.out.extend_from_slice(&first);
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
-            out.extend_from_slice(part);
+            self.out.extend_from_slice(part);
             let n = part.len();
             chunk.advance(n);
         }
+        Ok(())
     }
-    Ok(first.unwrap_or_else(|| out.freeze()))
+
+    /// The whole body.
+    fn finish(&mut self) -> Bytes {
+        self.first
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.out).freeze())
+    }
 }
 
 /// `application/json`, with or without parameters such as `charset`.

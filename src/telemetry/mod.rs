@@ -1,9 +1,11 @@
 //! Log setup: `RUST_LOG`-style filtering, text or JSON lines.
 
+mod deferred;
 mod fields;
 
 use tracing_subscriber::EnvFilter;
 
+pub use deferred::{Deferred, DeferredSpans, RequestFields, ShortText};
 pub use fields::{JsonFields, TextFields};
 
 use crate::config::LogFormat;
@@ -21,9 +23,14 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(ansi);
     // try_init: a second init (tests) is harmless. Span fields through herald's own
-    // formatters (`fields`): every request opens a span.
+    // formatters (`fields`): every request has a span. Wrapped in `DeferredSpans`, so the
+    // hot routes' spans are only made when they log (`deferred`).
     let _ = match format {
-        LogFormat::Text => builder.fmt_fields(TextFields::default()).try_init(),
-        LogFormat::Json => builder.json().fmt_fields(JsonFields::default()).try_init(),
+        LogFormat::Text => {
+            DeferredSpans::try_init(builder.fmt_fields(TextFields::default()).finish())
+        }
+        LogFormat::Json => {
+            DeferredSpans::try_init(builder.json().fmt_fields(JsonFields::default()).finish())
+        }
     };
 }

@@ -49,6 +49,11 @@ impl Membership {
         &self.member
     }
 
+    /// The app state this membership joins and leaves through.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// What the token allows; `None` when auth is off.
     pub fn grant(&self) -> Option<&Grant> {
         self.grant.as_deref()

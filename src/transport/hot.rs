@@ -8,10 +8,12 @@
 //! the exact path with `POST` comes here; another method (405 with `Allow`) or a
 //! trailing slash goes on to warp's table, which still has both routes.
 
-use std::time::Instant;
+use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
-use warp::http::{Method, Request};
+use futures_util::future::Either;
+use warp::http::{Method, Request, StatusCode};
 use warp::reply::Response;
 
 use super::admission;
@@ -77,10 +79,8 @@ impl HotRoutes {
         }
     }
 
-    /// Answers a request for `route`. `POST /notify` is also counted in the notify
-    /// metrics, every status included.
+    /// Answers a request for `route`.
     pub(super) async fn serve(&self, route: Hot, req: Request<TrackedBody>) -> Response {
-        let started = Instant::now();
         let config = &self.state.config;
         let answer = match route {
             Hot::Notify => match self.body(req, BodyLimit::body(config.max_body)).await {
@@ -95,21 +95,36 @@ impl HotRoutes {
                 Err(e) => Err(e),
             },
         };
-        let res = answer.unwrap_or_else(|e| e.to_response());
+        answer.unwrap_or_else(|e| e.to_response())
+    }
+
+    /// A request for `route` was answered with `status` after `took` (the time its HTTP
+    /// metrics count too): `POST /notify` is also counted in the notify metrics, every
+    /// status included.
+    pub(super) fn answered(&self, route: Hot, status: StatusCode, took: Duration) {
         if route == Hot::Notify {
-            self.state
-                .metrics
-                .notify_request(res.status(), started.elapsed());
+            self.state.metrics.notify_request(status, took);
         }
-        res
     }
 
     /// The checks before the handler, as in warp's table: the backend token, then the
-    /// JSON body within `limit`.
-    async fn body(&self, req: Request<TrackedBody>, limit: BodyLimit) -> Result<Bytes, ApiError> {
-        admission::check_backend(&self.state, req.headers())?;
+    /// JSON body within `limit`. Not an `async fn`: the body's future is returned as it
+    /// is, rather than inside another that would carry (and copy) it.
+    fn body(
+        &self,
+        req: Request<TrackedBody>,
+        limit: BodyLimit,
+    ) -> impl Future<Output = Result<Bytes, ApiError>> {
+        let admitted = admission::check_backend(&self.state, req.headers());
         let (head, body) = req.into_parts();
-        let within = self.state.config.http_body_timeout;
-        api::body::json_request_body(&head.headers, body, limit, within).await
+        match admitted {
+            Ok(()) => Either::Left(api::body::json_request_body(
+                &head.headers,
+                body,
+                limit,
+                self.state.config.http_body_timeout,
+            )),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
+        }
     }
 }

@@ -7,13 +7,16 @@
 //! request names it (see `routes::Route` and `hot`): this module knows no paths. It
 //! wraps each request's whole answer in `router`, outside warp's filter tree.
 
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use tracing::Span;
+use tracing::field::Empty;
+use tracing::Metadata;
 use warp::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use warp::reply::Response;
 
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::{Deferred, RequestFields, ShortText};
 
 /// The request id header, read from requests and set on every response.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -61,31 +64,40 @@ pub(super) struct Observed {
 }
 
 impl Observed {
-    /// Starts observing a request: adopts its `X-Request-Id` or makes one up, and opens
+    /// Starts observing a request: adopts its `X-Request-Id` or makes one up, and gives
     /// its `request` span, which the caller runs the whole answer in. `route` is the
-    /// template when it is known before routing; otherwise the matching route records it
-    /// ([`Template::enter`]). The span gets every known field at once: recording one
-    /// later costs as much again.
+    /// template when it is known before routing (the hot routes): the span is then only
+    /// made if something logs inside it ([`Deferred`]). Otherwise the matching route
+    /// records it ([`Template::enter`]). The span gets every known field at once:
+    /// recording one later costs as much again.
     pub(super) fn start(
         method: &Method,
         headers: &HeaderMap,
         route: Option<&'static str>,
-    ) -> (Self, Span) {
+    ) -> (Self, Deferred) {
         let given = headers
             .get(&REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok());
         let id = request_id(given);
-        let shown = id.to_str().unwrap_or_default();
-        let span = match route {
-            Some(route) => {
-                tracing::info_span!("request", method = %method, route, request_id = shown)
-            }
-            None => tracing::info_span!(
+        let span = match (route, request_callsite()) {
+            (Some(route), Some(meta)) => Deferred::new(RequestFields {
+                meta,
+                method: method.clone(),
+                route,
+                request_id: ShortText::new(id.to_str().unwrap_or_default()),
+            }),
+            (Some(route), None) => Deferred::made(tracing::info_span!(
                 "request",
                 method = %method,
-                route = tracing::field::Empty,
-                request_id = shown,
-            ),
+                route,
+                request_id = id.to_str().unwrap_or_default(),
+            )),
+            (None, _) => Deferred::made(tracing::info_span!(
+                "request",
+                method = %method,
+                route = Empty,
+                request_id = id.to_str().unwrap_or_default(),
+            )),
         };
         let observed = Self {
             id,
@@ -100,8 +112,8 @@ impl Observed {
     }
 
     /// Ends the request, inside its span: counts it in the HTTP metrics, logs it at
-    /// DEBUG and answers with its id.
-    pub(super) fn finish(self, res: &mut Response, metrics: Recorder<'_>) {
+    /// DEBUG and answers with its id. Returns how long it took.
+    pub(super) fn finish(self, res: &mut Response, metrics: Recorder<'_>) -> Duration {
         let took = self.at.elapsed();
         let status = res.status();
         match metrics {
@@ -123,7 +135,17 @@ impl Observed {
             "request finished"
         );
         res.headers_mut().insert(REQUEST_ID_HEADER, self.id);
+        took
     }
+}
+
+/// The callsite of the `request` span a [`Deferred`] makes: its name, level, target and
+/// fields, in this order, are those of the spans made at once above.
+fn request_callsite() -> Option<&'static Metadata<'static>> {
+    static CALLSITE: OnceLock<Option<&'static Metadata<'static>>> = OnceLock::new();
+    *CALLSITE.get_or_init(|| {
+        tracing::info_span!("request", method = Empty, route = Empty, request_id = Empty).metadata()
+    })
 }
 
 /// The client's `X-Request-Id` when it is a sane short token (1–64 of `A-Z a-z 0-9 - _ .

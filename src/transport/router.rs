@@ -6,9 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hyper_util::service::TowerToHyperService;
-use tracing::Instrument;
 use warp::filters::BoxedFilter;
 use warp::http::Request;
 use warp::reply::Response;
@@ -18,6 +18,7 @@ use super::http::{ClientAddr, TrackedBody};
 use super::observe::{Observed, Recorder, RequestId};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::telemetry::Deferred;
 
 /// warp's route table as a function from request to response.
 type Table = Box<
@@ -57,18 +58,14 @@ impl Router {
     }
 
     /// Answers `req`, which came from `remote`, inside its request span.
-    pub(super) fn call(
-        &self,
-        mut req: Request<TrackedBody>,
-        remote: SocketAddr,
-    ) -> impl Future<Output = Response> + Send + 'static {
+    pub(super) fn call(&self, mut req: Request<TrackedBody>, remote: SocketAddr) -> Answer {
         let inner = self.0.clone();
         let hot = inner
             .hot
             .as_ref()
             .and_then(|_| Hot::find(req.method(), req.uri().path()));
         let (observed, span) = Observed::start(req.method(), req.headers(), hot.map(Hot::template));
-        async move {
+        let answer = async move {
             let (mut res, recorder) = match (hot, &inner.hot) {
                 (Some(route), Some(routes)) => {
                     let res = routes.serve(route, req).await;
@@ -82,9 +79,34 @@ impl Router {
                     (res, Recorder::ByTemplate(&inner.metrics))
                 }
             };
-            observed.finish(&mut res, recorder);
+            let took = observed.finish(&mut res, recorder);
+            if let (Some(route), Some(routes)) = (hot, &inner.hot) {
+                routes.answered(route, res.status(), took);
+            }
             res
+        };
+        Answer {
+            span,
+            answer: Box::pin(answer),
         }
-        .instrument(span)
+    }
+}
+
+/// A request's answer, polled inside its request span.
+///
+/// The answer's own future (route, body read, handler: about 2 KiB) is boxed where it
+/// is made, so that only this small value moves afterwards: awaited inside another
+/// future, it would be copied into each enclosing one.
+pub(super) struct Answer {
+    span: Deferred,
+    answer: Pin<Box<dyn Future<Output = Response> + Send>>,
+}
+
+impl Future for Answer {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = self.get_mut();
+        this.span.in_scope(|| this.answer.as_mut().poll(cx))
     }
 }

@@ -10,7 +10,7 @@ use futures_util::task::AtomicWaker;
 
 use tokio_util::sync::CancellationToken;
 
-use super::slots::{Slot, Slots};
+use super::slots::{Slot, Slots, Waiter};
 use crate::metrics::HttpClose;
 
 /// Waiting for (or reading) a request head.
@@ -41,8 +41,8 @@ pub(super) struct Activity {
     /// Cancelled to evict this connection while it waits (see [`Slots`]).
     pub(super) evict: CancellationToken,
     slots: Arc<Slots>,
-    /// This connection's key in the slots' waiting list, while it waits.
-    waiting_key: Mutex<Option<u64>>,
+    /// This connection's entry in the slots' waiting list.
+    waiter: Arc<Waiter>,
     /// The `--max-http-connections` slot; given back when the connection ends or
     /// becomes a WebSocket (those are counted by `--max-connections`).
     permit: Mutex<Option<Slot>>,
@@ -53,18 +53,19 @@ pub(super) struct Activity {
 impl Activity {
     /// A new connection holding `permit`, waiting for its first request.
     pub(super) fn new(slots: Arc<Slots>, permit: Slot) -> Arc<Self> {
-        let activity = Arc::new(Self {
+        let evict = CancellationToken::new();
+        let waiter = Waiter::new(evict.clone());
+        slots.list(&waiter);
+        Arc::new(Self {
             phase: AtomicU8::new(WAITING),
             answered: AtomicU64::new(0),
             reader: AtomicWaker::new(),
-            evict: CancellationToken::new(),
+            evict,
             slots,
-            waiting_key: Mutex::new(None),
+            waiter,
             permit: Mutex::new(Some(permit)),
             deadline_passed: OnceLock::new(),
-        });
-        activity.start_waiting();
-        activity
+        })
     }
 
     /// The current phase.
@@ -99,19 +100,20 @@ impl Activity {
     /// A request head arrived: no longer evictable until it is answered.
     pub(super) fn begin_request(&self) {
         self.phase.store(BUSY, Ordering::Release);
-        self.stop_waiting();
+        self.waiter.busy();
     }
 
     /// The request is answered. After a `101` the connection is a WebSocket and gives
     /// its HTTP slot back; otherwise it waits for the next request.
-    pub(super) fn end_request(self: &Arc<Self>, upgraded: bool) {
+    pub(super) fn end_request(&self, upgraded: bool) {
         if upgraded {
             self.phase.store(UPGRADED, Ordering::Release);
+            self.slots.unlist(&self.waiter);
             lock(&self.permit).take();
         } else {
             self.answered.fetch_add(1, Ordering::AcqRel);
             self.phase.store(WAITING, Ordering::Release);
-            self.start_waiting();
+            self.slots.wait_again(&self.waiter);
             self.reader.wake();
         }
     }
@@ -119,19 +121,8 @@ impl Activity {
     /// The connection ended: leave the waiting list (the permit goes with the last `Arc`,
     /// but it is given back here already so a new connection need not wait for that).
     pub(super) fn end(&self) {
-        self.stop_waiting();
+        self.slots.unlist(&self.waiter);
         lock(&self.permit).take();
-    }
-
-    fn start_waiting(self: &Arc<Self>) {
-        let key = self.slots.wait(self.evict.clone());
-        *lock(&self.waiting_key) = Some(key);
-    }
-
-    fn stop_waiting(&self) {
-        if let Some(key) = lock(&self.waiting_key).take() {
-            self.slots.stop_waiting(key);
-        }
     }
 }
 

@@ -6,8 +6,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -22,7 +23,7 @@ use super::body::TrackedBody;
 use super::deadline::Deadlined;
 use super::HttpLimits;
 use crate::metrics::{HttpClose, HttpConnectionMetrics};
-use crate::transport::router::Router;
+use crate::transport::router::{Answer, Router};
 
 /// Serves `stream` until the client leaves, a deadline passes, the connection is
 /// evicted, it becomes a WebSocket, or shutdown; counts in `metrics` why herald cut
@@ -101,33 +102,50 @@ struct Handler {
 impl hyper::service::Service<Request<Incoming>> for Handler {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Handled;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Handled {
         self.activity.begin_request();
         let (parts, body) = req.into_parts();
         let (body, read_all) = TrackedBody::new(body);
         let req = Request::from_parts(parts, body);
-        let (router, remote) = (self.router.clone(), self.remote);
-        let activity = self.activity.clone();
-        let metrics = self.metrics.clone();
-        // The route's future is made inside the box, where it runs: made here and moved
-        // in, its whole state (request, span, body read, handler) would be copied twice.
-        Box::pin(async move {
-            let mut res = router.call(req, remote).await;
-            let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-            if !upgraded && !read_all.load(Ordering::Acquire) {
-                // herald will not read the rest of this request, so it cannot keep the
-                // connection; say so, or a pooled client would reuse it and fail.
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            if res.status() == StatusCode::REQUEST_TIMEOUT {
-                // Only an unfinished body gets 408, and the connection closes with it.
-                metrics.closed(HttpClose::BodyTimeout);
-            }
-            activity.end_request(upgraded);
-            Ok(res)
-        })
+        Handled {
+            answer: self.router.call(req, self.remote),
+            read_all,
+            activity: self.activity.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// A request being answered, and what the connection does with the answer. A plain
+/// struct rather than an `async` block: the answer is boxed already (`Answer`), and a
+/// box around this would be a second allocation and copy per request.
+pub(super) struct Handled {
+    answer: Answer,
+    read_all: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+    metrics: HttpConnectionMetrics,
+}
+
+impl Future for Handled {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut res = ready!(Pin::new(&mut this.answer).poll(cx));
+        let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if !upgraded && !this.read_all.load(Ordering::Acquire) {
+            // herald will not read the rest of this request, so it cannot keep the
+            // connection; say so, or a pooled client would reuse it and fail.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if res.status() == StatusCode::REQUEST_TIMEOUT {
+            // Only an unfinished body gets 408, and the connection closes with it.
+            this.metrics.closed(HttpClose::BodyTimeout);
+        }
+        this.activity.end_request(upgraded);
+        Poll::Ready(Ok(res))
     }
 }

@@ -114,10 +114,20 @@ impl AsyncRead for Deadlined {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.timer.deadline() != deadline {
+                // The timer is only moved earlier here. Each answer pushes the idle
+                // deadline later, and re-arming the timer wheel for that on every request
+                // costs more than the rest of this wrapper: a timer that fires before the
+                // current deadline is re-armed for it then instead.
+                if deadline < this.timer.deadline() {
                     this.timer.as_mut().reset(deadline);
                 }
-                ready!(this.timer.as_mut().poll(cx));
+                loop {
+                    ready!(this.timer.as_mut().poll(cx));
+                    if this.timer.deadline() >= deadline {
+                        break;
+                    }
+                    this.timer.as_mut().reset(deadline);
+                }
                 let (why, which) = if this.head_since.is_some() {
                     (
                         HttpClose::HeaderTimeout,

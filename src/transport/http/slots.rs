@@ -5,7 +5,7 @@
 //! slot is busy with a request is a new connection answered 503.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,13 +29,49 @@ impl Drop for Slot {
     }
 }
 
+/// A connection's entry in its listener's waiting list.
+///
+/// The list is only brought up to date when a connection must be evicted: a request
+/// starting or ending just flips `waiting` and takes a new `since`, rather than taking
+/// the list's lock to move the connection out and back in (which cost more than the
+/// rest of a small request's bookkeeping).
+pub(super) struct Waiter {
+    /// Cancelled to evict the connection.
+    evict: CancellationToken,
+    /// Waiting for (or reading) a request head, so evictable.
+    waiting: AtomicBool,
+    /// When the current wait began, as a number from the listener's sequence.
+    since: AtomicU64,
+    /// The key the connection is listed under (an earlier `since`, until the list is
+    /// brought up to date); changed only under the list's lock.
+    listed: AtomicU64,
+}
+
+impl Waiter {
+    /// A connection about to be listed, evicted through `evict`.
+    pub(super) fn new(evict: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            evict,
+            waiting: AtomicBool::new(false),
+            since: AtomicU64::new(0),
+            listed: AtomicU64::new(0),
+        })
+    }
+
+    /// A request began: not evictable until it is answered.
+    pub(super) fn busy(&self) {
+        self.waiting.store(false, Ordering::Release);
+    }
+}
+
 /// The connection slots of one listener.
 pub(super) struct Slots {
     permits: Arc<Semaphore>,
     /// `herald_http_connections`.
     open: IntGauge,
-    /// Connections waiting for a request, oldest wait first, with their eviction tokens.
-    waiting: Mutex<BTreeMap<u64, CancellationToken>>,
+    /// Every connection of the listener, by when its wait began as of when it was last
+    /// put in order (see [`Waiter`]).
+    waiting: Mutex<BTreeMap<u64, Arc<Waiter>>>,
     next_key: AtomicU64,
 }
 
@@ -56,9 +92,7 @@ impl Slots {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                let victim = self.lock().pop_first();
-                let (_, evict) = victim?;
-                evict.cancel();
+                self.longest_waiting()?.evict.cancel();
                 tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
                     .await
                     .ok()?
@@ -72,19 +106,64 @@ impl Slots {
         })
     }
 
-    /// Lists a connection as waiting; returns its key for [`Slots::stop_waiting`].
-    pub(super) fn wait(&self, evict: CancellationToken) -> u64 {
+    /// Takes the connection that has waited longest for a request off the list, putting
+    /// the entries it passes in order: one whose wait began later than its key says goes
+    /// back under its wait's start, a busy one stays under its key.
+    fn longest_waiting(&self) -> Option<Arc<Waiter>> {
+        let mut list = self.lock();
+        let mut busy = Vec::new();
+        let found = loop {
+            let Some((key, waiter)) = list.pop_first() else {
+                break None;
+            };
+            if !waiter.waiting.load(Ordering::Acquire) {
+                busy.push((key, waiter));
+                continue;
+            }
+            let since = waiter.since.load(Ordering::Acquire);
+            if since != key {
+                // Its wait began later (keys only grow): it goes back behind the others.
+                waiter.listed.store(since, Ordering::Release);
+                list.insert(since, waiter);
+                continue;
+            }
+            break Some(waiter);
+        };
+        list.extend(busy);
+        found
+    }
+
+    /// Lists a new connection, waiting for its first request.
+    pub(super) fn list(&self, waiter: &Arc<Waiter>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(key, evict);
-        key
+        let mut list = self.lock();
+        waiter.since.store(key, Ordering::Release);
+        waiter.listed.store(key, Ordering::Release);
+        waiter.waiting.store(true, Ordering::Release);
+        list.insert(key, waiter.clone());
     }
 
-    /// The connection with `key` is busy or gone.
-    pub(super) fn stop_waiting(&self, key: u64) {
-        self.lock().remove(&key);
+    /// A listed connection waits for its next request from now on.
+    pub(super) fn wait_again(&self, waiter: &Waiter) {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        waiter.since.store(key, Ordering::Release);
+        waiter.waiting.store(true, Ordering::Release);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
+    /// The connection is gone or no longer plain HTTP (or was evicted already).
+    pub(super) fn unlist(&self, waiter: &Waiter) {
+        waiter.waiting.store(false, Ordering::Release);
+        let mut list = self.lock();
+        let key = waiter.listed.load(Ordering::Acquire);
+        if list
+            .get(&key)
+            .is_some_and(|listed| std::ptr::eq(Arc::as_ptr(listed), waiter))
+        {
+            list.remove(&key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Waiter>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -101,8 +180,9 @@ mod tests {
         let second = slots.admit().await.expect("free slot");
         let old = CancellationToken::new();
         let new = CancellationToken::new();
-        let old_key = slots.wait(old.clone());
-        slots.wait(new.clone());
+        let (old_waiter, new_waiter) = (Waiter::new(old.clone()), Waiter::new(new.clone()));
+        slots.list(&old_waiter);
+        slots.list(&new_waiter);
         // The evicted connection gives its slot back when its task sees the token.
         let give_back = tokio::spawn({
             let old = old.clone();
@@ -116,7 +196,9 @@ mod tests {
         assert!(old.is_cancelled() && !new.is_cancelled());
         give_back.await.unwrap();
         assert_eq!(open.get(), 2);
-        slots.stop_waiting(old_key);
+        slots.unlist(&old_waiter);
+        slots.unlist(&new_waiter);
+        assert!(slots.lock().is_empty());
         drop((second, third));
         assert_eq!(open.get(), 0);
     }
