@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::hub::{Audience, Hub, Member};
-use herald::protocol::{encode_notify, Data, Epoch, EventName, GroupName};
+use herald::protocol::{encode_notify, Data, Epoch, EventName, GroupName, Position};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,8 @@ fn deliver(c: &mut Criterion) {
     let data: Data = RawValue::from_string(r#"{"seq":1,"t":1700000000000000000}"#.into())
         .unwrap()
         .into();
-    let frame = encode_notify(&group, &event, 1, &Epoch::random(), &data);
+    let epoch = Epoch::random();
+    let frame = encode_notify(&group, &event, 1, &epoch, &data);
     let mut g = c.benchmark_group("hub_deliver");
     for members in [1_000usize, 10_000] {
         let hub = Hub::new();
@@ -46,14 +47,24 @@ fn deliver(c: &mut Criterion) {
                 m
             })
             .collect();
-        hub.synced(&group, Default::default());
+        let position = Position {
+            offset: 0,
+            epoch: epoch.clone(),
+        };
+        hub.synced(&group, position);
         let mut offset = 0;
         g.throughput(Throughput::Elements(members as u64));
         g.bench_function(BenchmarkId::from_parameter(members), |b| {
             b.iter(|| {
                 // A new offset each time, as the broker would hand over.
                 offset += 1;
-                let out = hub.deliver(&group, offset, black_box(&frame), Audience::Everyone);
+                let out = hub.deliver(
+                    &group,
+                    offset,
+                    &epoch,
+                    black_box(&frame),
+                    Audience::Everyone,
+                );
                 // Drain as a session would, so queues never fill up.
                 for m in &handles {
                     black_box(m.take());

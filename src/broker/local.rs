@@ -69,9 +69,10 @@ impl Local {
         users: Option<&HashSet<UserId>>,
     ) -> Fanout {
         let audience = users.map_or(Audience::Everyone, Audience::Users);
+        let p = publication;
         let fanout = self
             .hub
-            .deliver(&publication.group, publication.offset, frame, audience);
+            .deliver(&p.group, p.offset, &p.epoch, frame, audience);
         self.metrics.published(fanout.queued, fanout.slow);
         fanout
     }

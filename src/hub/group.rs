@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::{ConnId, Member};
 use crate::protocol::{Epoch, Offset, Position};
@@ -30,11 +31,28 @@ pub(super) struct Group {
     /// When the last fan-out here started, in nanoseconds since the hub was created (0:
     /// none yet): tells a burst from a steady flow (see [`Group::in_burst`]).
     fanned_at: AtomicU64,
-    /// The broker's epoch for the group, learnt when the watch started. It only changes
-    /// when the group's broker state is created again, which happens only while no node
-    /// watches the group (memory broker) or never (Redis keeps it), so it is fixed for
-    /// as long as this entry exists.
-    epoch: Epoch,
+    /// The broker's epoch for the group: learnt when the watch started, and replaced
+    /// when a publication comes in another one, because the group's broker state was
+    /// created again while the node kept watching (Redis keys expired or flushed, a
+    /// failover to an empty replica). Locked only then: a join or a sync holds the
+    /// shard's write lock and reaches it through `&mut`, and deliveries compare
+    /// `fingerprint` instead.
+    epoch: Mutex<Epoch>,
+    /// [`fingerprint`] of `epoch`, so that a delivery (under the read lock) tells the
+    /// group's epoch from another one with one atomic load.
+    fingerprint: AtomicU64,
+}
+
+/// A 64-bit FNV-1a hash of `epoch`: cheap for the few bytes of an epoch, and the same in
+/// every group, so comparing two is comparing the epochs (two different epochs of one
+/// group collide with probability 2^-64).
+fn fingerprint(epoch: &Epoch) -> u64 {
+    epoch
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 impl Group {
@@ -46,28 +64,50 @@ impl Group {
             syncing: AtomicBool::new(true),
             first: AtomicU64::new(0),
             fanned_at: AtomicU64::new(0),
-            epoch: Epoch::default(),
+            fingerprint: AtomicU64::new(fingerprint(&Epoch::default())),
+            epoch: Mutex::new(Epoch::default()),
         }
     }
 
-    /// The position a joining member is told, once synced.
-    pub(super) fn position(&self) -> Position {
+    /// The group's epoch, through `&mut` (the shard's write lock): no locking.
+    fn epoch_mut(&mut self) -> &mut Epoch {
+        // A poisoned lock still holds a whole `Epoch` (it is only ever replaced).
+        self.epoch.get_mut().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The position a joining member is told, once synced. Taken with the shard's write
+    /// lock, so no delivery is half done.
+    pub(super) fn position(&mut self) -> Position {
         Position {
             offset: self.last.load(Ordering::Acquire),
-            epoch: self.epoch.clone(),
+            epoch: self.epoch_mut().clone(),
         }
     }
 
-    /// Whether a publication at `offset` is new here, recording it when it is. One the
-    /// node already delivered (or that predates the synced position) is stale: a broker
-    /// may hand it over twice around a (re)subscription, and members must not see it twice.
-    pub(super) fn admit(&self, offset: Offset) -> bool {
+    /// Whether the publication at `offset` in `epoch` is new here, recording it when it
+    /// is. In the group's epoch, one the node already delivered (or that predates the
+    /// synced position) is stale: a broker may hand it over twice around a
+    /// (re)subscription, and members must not see it twice. In another epoch (once
+    /// synced), the group's broker state was created again and its offsets started
+    /// over: the group is re-based on it (members joining from now on are told the new
+    /// epoch) and it is delivered, rather than dropped until the new offsets pass the
+    /// old ones. The broker delivers a group in order, so the old epoch does not come
+    /// back after the new one.
+    pub(super) fn admit(&self, offset: Offset, epoch: &Epoch) -> bool {
         if self.syncing.load(Ordering::Acquire) {
             let _ = self
                 .first
                 .compare_exchange(0, offset, Ordering::AcqRel, Ordering::Acquire);
-        } else if offset <= self.last.load(Ordering::Acquire) {
-            return false;
+        } else {
+            let print = fingerprint(epoch);
+            if print != self.fingerprint.load(Ordering::Acquire) {
+                // Rare (once per re-creation): the lock is uncontended, since a group
+                // has one delivering task and joins hold the write lock.
+                *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch.clone();
+                self.fingerprint.store(print, Ordering::Release);
+            } else if offset <= self.last.load(Ordering::Acquire) {
+                return false;
+            }
         }
         self.last.store(offset, Ordering::Release);
         true
@@ -99,7 +139,9 @@ impl Group {
             offset: broker_offset,
             epoch,
         } = broker;
-        self.epoch = epoch;
+        self.fingerprint
+            .store(fingerprint(&epoch), Ordering::Release);
+        *self.epoch_mut() = epoch;
         let first = self.first.load(Ordering::Acquire);
         let position = if first == 0 {
             self.last.store(broker_offset, Ordering::Release);
@@ -110,7 +152,7 @@ impl Group {
         self.syncing.store(false, Ordering::Release);
         Position {
             offset: position,
-            epoch: self.epoch.clone(),
+            epoch: self.epoch_mut().clone(),
         }
     }
 }

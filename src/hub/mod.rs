@@ -25,7 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::metrics::Metrics;
-use crate::protocol::{Close, GroupName, Offset, Position, UserId};
+use crate::protocol::{Close, Epoch, GroupName, Offset, Position, UserId};
 use drain::Drains;
 use group::Group;
 use shard::Sharded;
@@ -197,23 +197,24 @@ impl Hub {
         }
     }
 
-    /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`,
-    /// to the local members of `group` in `audience`: a small group's idle members get it
+    /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`
+    /// in `epoch`, to the local members of `group` in `audience`: a small group's idle members get it
     /// written at once, the others have it queued and, if nothing was queued before, are
     /// handed to the drains that write it (see `drain`). The bytes are shared,
     /// not copied: a clone only bumps a reference count. A publication this node already
     /// delivered (or one from before its members joined) is skipped: nobody sees an
-    /// offset twice.
+    /// offset twice. One in a new epoch re-bases the group on it (see `Group::admit`).
     pub fn deliver(
         &self,
         group: &GroupName,
         offset: Offset,
+        epoch: &Epoch,
         frame: &Bytes,
         audience: Audience<'_>,
     ) -> Fanout {
         let shard = self.groups.read(group);
         let mut out = Fanout::default();
-        let Some(entry) = shard.get(group).filter(|g| g.admit(offset)) else {
+        let Some(entry) = shard.get(group).filter(|g| g.admit(offset, epoch)) else {
             return out;
         };
         // One clock read per fan-out, not per member (and none for a group without

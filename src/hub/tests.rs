@@ -24,6 +24,11 @@ fn pos(offset: Offset) -> Position {
     }
 }
 
+/// The default (empty) epoch, the one [`pos`] is in.
+fn ep() -> Epoch {
+    Epoch::default()
+}
+
 fn frame(text: &'static str) -> Bytes {
     Bytes::from_static(text.as_bytes())
 }
@@ -34,7 +39,7 @@ fn deliver_reaches_members_of_that_group_only() {
     let (a, b) = (member(1), member(2));
     assert_eq!(hub.join(&g("a"), a.clone()), Joined::First);
     assert_eq!(hub.join(&g("b"), b.clone()), Joined::First);
-    let out = hub.deliver(&g("a"), 1, &frame("hi"), Audience::Everyone);
+    let out = hub.deliver(&g("a"), 1, &ep(), &frame("hi"), Audience::Everyone);
     assert_eq!(out, Fanout { queued: 1, slow: 0 });
     assert_eq!(a.take(), [Outbound::Frame(frame("hi"))]);
     assert!(b.take().is_empty());
@@ -75,7 +80,7 @@ fn a_user_audience_reaches_only_those_users_members() {
         hub.join(&g("x"), m.clone());
     }
     let only: HashSet<UserId> = [UserId::parse("ana").unwrap()].into();
-    let out = hub.deliver(&g("x"), 1, &frame("hi"), Audience::Users(&only));
+    let out = hub.deliver(&g("x"), 1, &ep(), &frame("hi"), Audience::Users(&only));
     assert_eq!(out.queued, 2);
     assert_eq!((ana.take().len(), ana2.take().len()), (1, 1));
     assert!(bob.take().is_empty() && anon.take().is_empty());
@@ -128,17 +133,17 @@ fn a_first_join_syncs_to_the_broker_offset_and_later_joins_get_the_last_delivere
     assert_eq!(hub.synced(&g("x"), pos(5)), pos(5));
     // A publication at or before the synced offset was in flight: it is not delivered.
     assert_eq!(
-        hub.deliver(&g("x"), 5, &frame("old"), Audience::Everyone)
+        hub.deliver(&g("x"), 5, &ep(), &frame("old"), Audience::Everyone)
             .queued,
         0
     );
     assert_eq!(
-        hub.deliver(&g("x"), 6, &frame("new"), Audience::Everyone)
+        hub.deliver(&g("x"), 6, &ep(), &frame("new"), Audience::Everyone)
             .queued,
         1
     );
     assert_eq!(
-        hub.deliver(&g("x"), 6, &frame("again"), Audience::Everyone)
+        hub.deliver(&g("x"), 6, &ep(), &frame("again"), Audience::Everyone)
             .queued,
         0
     );
@@ -162,25 +167,65 @@ fn what_arrives_while_syncing_is_delivered_and_sets_the_position_before_it() {
     let a = member(1);
     assert_eq!(hub.join(&g("x"), a.clone()), Joined::First);
     // Delivered between the watch taking effect and the broker's offset being read.
-    hub.deliver(&g("x"), 8, &frame("8"), Audience::Everyone);
-    hub.deliver(&g("x"), 9, &frame("9"), Audience::Everyone);
+    hub.deliver(&g("x"), 8, &ep(), &frame("8"), Audience::Everyone);
+    hub.deliver(&g("x"), 9, &ep(), &frame("9"), Audience::Everyone);
     assert_eq!(hub.synced(&g("x"), pos(9)), pos(7));
     assert_eq!(a.take().len(), 2);
     // After a broker restart offsets may start again from 1: a resync accepts them.
     assert!(hub.resync(&g("x")));
     assert_eq!(
-        hub.deliver(&g("x"), 1, &frame("1"), Audience::Everyone)
+        hub.deliver(&g("x"), 1, &ep(), &frame("1"), Audience::Everyone)
             .queued,
         1
     );
     assert_eq!(hub.synced(&g("x"), pos(1)), pos(0));
     assert_eq!(
-        hub.deliver(&g("x"), 2, &frame("2"), Audience::Everyone)
+        hub.deliver(&g("x"), 2, &ep(), &frame("2"), Audience::Everyone)
             .queued,
         1
     );
     assert!(hub.leave(&g("x"), 1));
     assert!(!hub.resync(&g("x")), "a group without members is forgotten");
+}
+
+#[test]
+fn a_new_epoch_re_bases_the_group_and_is_delivered_while_the_old_one_stays_deduplicated() {
+    let hub = Hub::new();
+    let a = member(1);
+    let (old, new) = (Epoch::parse("old").unwrap(), Epoch::parse("new").unwrap());
+    let at = |offset, epoch: &Epoch| Position {
+        offset,
+        epoch: epoch.clone(),
+    };
+    let x = g("x");
+    assert_eq!(hub.join(&x, a.clone()), Joined::First);
+    assert_eq!(hub.synced(&x, at(40, &old)), at(40, &old));
+    let queued = |offset, epoch: &Epoch, text| {
+        hub.deliver(&x, offset, epoch, &frame(text), Audience::Everyone)
+            .queued
+    };
+    assert_eq!(queued(41, &old, "41"), 1);
+    assert_eq!(queued(41, &old, "41 again"), 0, "same epoch: de-duplicated");
+    // The group's broker state was created again (keys expired, FLUSHALL): offsets
+    // start over at 1 in a new epoch, without any resync.
+    assert_eq!(queued(1, &new, "n1"), 1);
+    assert_eq!(
+        queued(1, &new, "n1 again"),
+        0,
+        "the new epoch is de-duplicated too"
+    );
+    assert_eq!(queued(2, &new, "n2"), 1);
+    assert_eq!(
+        a.take(),
+        ["41", "n1", "n2"].map(|t| Outbound::Frame(frame(t)))
+    );
+    // Members joining now are told the new epoch and the last offset delivered in it.
+    assert_eq!(hub.join(&x, member(2)), Joined::At(at(2, &new)));
+    // A resync takes the broker's epoch again, whatever was delivered before.
+    assert!(hub.resync(&x));
+    assert_eq!(hub.synced(&x, at(7, &old)), at(7, &old));
+    assert_eq!(queued(7, &old, "7"), 0);
+    assert_eq!(queued(8, &old, "8"), 2);
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod notify;
 mod properties;
 mod redis;
 mod redis_cluster;
+mod redis_expiry;
 mod redis_history;
 mod resume_seam;
 mod shutdown;

@@ -12,6 +12,10 @@
 //!   connection's reader.
 //! - **Closes and counts** cross nodes through the control channel ([`control`]) and
 //!   TTL presence entries ([`presence`]).
+//! - **Expiry**: a group's offset, epoch and Stream expire together, `--history-ttl`
+//!   (5 minutes without history) after its last notification ([`stream`]); the next
+//!   one starts a new epoch at offset 1, which watching nodes re-base on and deliver
+//!   (`Hub::deliver`), as they do after a `FLUSHALL` or a failover to an empty replica.
 //! - **Redis down**: publishes fail (`503 unavailable`), `/readyz` is 503, WebSockets
 //!   stay open; each connection reconnects with backoff and jitter, re-subscribes the
 //!   groups the node serves and re-syncs their offsets (`Hub::resync`), so delivery
@@ -70,6 +74,8 @@ struct Shared {
     hasher: RandomState,
     /// Reads positions and history ([`stream::READ_SCRIPT`]).
     read: redis::Script,
+    /// What each group's Stream keeps, and so how long its offset and epoch live.
+    history: HistorySettings,
 }
 
 /// The broker that lets several nodes share groups through Redis.
@@ -206,7 +212,7 @@ impl Shared {
                 continue;
             }
             link.subscribe(&self.keys.channel(&group)).await?;
-            let read = stream::read_invocation(&self.read, &self.keys, &group, 0, 0);
+            let read = stream::read_invocation(&self.read, &self.keys, &group, 0, 0, &self.history);
             let reply = link.invoke(&read).await?;
             match stream::position(&reply) {
                 Ok(position) => {
@@ -268,6 +274,7 @@ impl RedisBroker {
                 control: Control::default(),
                 hasher: RandomState::new(),
                 read: redis::Script::new(stream::READ_SCRIPT),
+                history: settings.history,
             }
         });
         let node_id = uuid::Uuid::new_v4().simple().to_string();
@@ -344,7 +351,8 @@ impl Broker for RedisBroker {
 
     async fn position(&self, group: &GroupName) -> Result<Position, BrokerError> {
         let link = self.commands()?;
-        let read = stream::read_invocation(&self.shared.read, &self.shared.keys, group, 0, 0);
+        let shared = &self.shared;
+        let read = stream::read_invocation(&shared.read, &shared.keys, group, 0, 0, &self.history);
         let reply = link.invoke(&read).await.map_err(|e| self.failed(e))?;
         stream::position(&reply)
     }
@@ -359,7 +367,14 @@ impl Broker for RedisBroker {
         // At least one entry is asked for, so the reply always has the Stream's parts.
         let count = limit.clamp(1, self.history.size.max(1));
         let shared = &self.shared;
-        let read = stream::read_invocation(&shared.read, &shared.keys, group, since, count);
+        let read = stream::read_invocation(
+            &shared.read,
+            &shared.keys,
+            group,
+            since,
+            count,
+            &self.history,
+        );
         let reply = link.invoke(&read).await.map_err(|e| self.failed(e))?;
         let mut read = stream::history(group, &reply)?;
         read.entries.truncate(limit);

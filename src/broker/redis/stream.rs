@@ -1,12 +1,14 @@
 //! Offsets, epochs and history in Redis: the scripts that keep them and the reads.
 //!
 //! Per group, under its hash tag (one slot in a Cluster): the offset counter, the epoch
-//! (a random string stored the first time anything needs it and never changed, so every
-//! node and every restart agree on it) and a Stream of its latest publications whose
-//! entry ids are their offsets (`<offset>-0`), trimmed with `MAXLEN ~` and expiring
-//! `--history-ttl` after its last notification. The publish script assigns the offset,
-//! appends to the Stream and publishes in one atomic step, so history and live delivery
-//! never disagree.
+//! (a random string stored the first time anything needs it, so every node and every
+//! restart agree on it) and a Stream of its latest publications whose entry ids are their
+//! offsets (`<offset>-0`), trimmed with `MAXLEN ~`. All three expire together
+//! [`HistorySettings::idle`] (`--history-ttl`, or 5 minutes without history) after the
+//! group's last notification, so one-off groups do not stay in Redis forever; the next
+//! notification then starts a new epoch at offset 1 (nodes watching the group re-base on
+//! it, see `Group::admit`). The publish script assigns the offset, appends to the Stream
+//! and publishes in one atomic step, so history and live delivery never disagree.
 
 use bytes::Bytes;
 use redis::Value;
@@ -17,14 +19,27 @@ use crate::broker::{BrokerError, Local};
 use crate::protocol::{Epoch, GroupName, Offset, Position, Publication};
 
 /// Assigns the next offset, keeps the publication in the group's Stream and publishes
-/// `<offset>|<epoch>|<payload>` on the group's channel.
+/// `<offset>|<epoch>|<payload>` on the group's channel; the offset and epoch live on for
+/// ARGV[6] more milliseconds.
 /// KEYS: offset, channel, epoch, stream (one hash slot).
 /// ARGV: `PUBLISH`/`SPUBLISH`, payload, a new epoch in case the group has none, the
-/// Stream's length (0: no history), its TTL in milliseconds.
+/// Stream's length (0: no history), its TTL in milliseconds, the offset's and epoch's
+/// TTL in milliseconds (never shorter than the Stream's).
+///
+/// A new epoch starts a new run: an offset left over (only its epoch was deleted)
+/// starts again, and a Stream left over from before offset 1 is dropped, so the first
+/// `XADD` of a run never meets higher ids.
 pub(super) const PUBLISH_SCRIPT: &str = r"
-redis.call('SET', KEYS[3], ARGV[3], 'NX')
+if redis.call('SET', KEYS[3], ARGV[3], 'NX') then
+  redis.call('DEL', KEYS[1])
+end
 local epoch = redis.call('GET', KEYS[3])
 local offset = redis.call('INCR', KEYS[1])
+if offset == 1 then
+  redis.call('DEL', KEYS[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
 if tonumber(ARGV[4]) > 0 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], offset .. '-0', 'p', ARGV[2])
   redis.call('PEXPIRE', KEYS[4], ARGV[5])
@@ -36,9 +51,13 @@ return {offset, receivers, epoch}
 /// Reads a group's position and, from its Stream, the oldest kept entry and up to
 /// ARGV[3] entries from id ARGV[2] on, atomically.
 /// KEYS: offset, epoch, stream. ARGV: a new epoch in case the group has none, start id,
-/// count (0: position only).
+/// count (0: position only), the new epoch's TTL in milliseconds (a group read but never
+/// notified must not stay either). A new epoch starts its run at offset 0, as in the
+/// publish script.
 pub(super) const READ_SCRIPT: &str = r"
-redis.call('SET', KEYS[2], ARGV[1], 'NX')
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[4]) then
+  redis.call('DEL', KEYS[1])
+end
 local offset = redis.call('GET', KEYS[1]) or '0'
 local epoch = redis.call('GET', KEYS[2])
 if tonumber(ARGV[3]) == 0 then
@@ -64,6 +83,9 @@ pub(super) fn publish_invocation<'a>(
     } else {
         (0, 0)
     };
+    // `idle` is the history TTL when history is on: the offset and epoch outlive the
+    // Stream, so a resume's epoch check and history read agree.
+    let state_ttl = history.idle().as_millis().max(ttl).max(1);
     let mut invocation = script.key(keys.offset(group));
     invocation
         .key(keys.channel(group))
@@ -73,17 +95,21 @@ pub(super) fn publish_invocation<'a>(
         .arg(payload)
         .arg(Epoch::random().as_str())
         .arg(size)
-        .arg(ttl.to_string());
+        .arg(ttl.to_string())
+        .arg(state_ttl.to_string());
     invocation
 }
 
-/// Arguments of the read script: `count` entries after `since` (0: position only).
+/// Arguments of the read script: `count` entries after `since` (0: position only); an
+/// epoch it creates expires after [`HistorySettings::idle`] unless a notification
+/// follows.
 pub(super) fn read_invocation<'a>(
     script: &'a redis::Script,
     keys: &Keys,
     group: &GroupName,
     since: Offset,
     count: usize,
+    history: &HistorySettings,
 ) -> redis::ScriptInvocation<'a> {
     let mut invocation = script.key(keys.offset(group));
     invocation
@@ -91,7 +117,8 @@ pub(super) fn read_invocation<'a>(
         .key(keys.history(group))
         .arg(Epoch::random().as_str())
         .arg(format!("{}-0", since.saturating_add(1)))
-        .arg(count);
+        .arg(count)
+        .arg(history.idle().as_millis().max(1).to_string());
     invocation
 }
 
