@@ -7,6 +7,13 @@
 #                                            single node (memory broker), single node on Redis,
 #                                            and two nodes on one Redis (herald-bench cluster,
 #                                            2 x 5,000 subscribers, published through the first)
+#   bash bench/compare.sh ingest [REPEAT] [REQUESTS]
+#                                            POST /notify ingest, herald against reference-server
+#                                            (and against the herald binary in $HERALD_B, another
+#                                            build, when set), interleaved round by round; each a
+#                                            fresh server, 3,000 warm-up requests, then REQUESTS
+#                                            (default 40,000) at concurrency 64: longer than
+#                                            run.sh's 20,000-request row, whose 0.3 s is noisy
 #
 # Every process of the hub side (herald nodes and redis-server) is pinned to CPU 0 and
 # herald-bench to CPU 1, as in run.sh. Raw results, one JSON line per measurement
@@ -16,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n 20000
 
-what=${1:?usage: bench/compare.sh history|cluster [REPEAT] [NOTIFIES]}
+what=${1:?usage: bench/compare.sh history|cluster|ingest [REPEAT] [NOTIFIES or REQUESTS]}
 repeat=${2:-3}
 notifies=${3:-20}
 cargo build --release -p herald -p herald-bench --bins >&2
@@ -32,10 +39,11 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# start_herald ARGS...: sets HPID and HADDR.
+# start_herald ARGS...: sets HPID and HADDR. $SERVER (default: this build's herald) is the
+# binary started; reference-server logs its address the same way.
 start_herald() {
     local log="$WORK/herald-${#PIDS[@]}.log"
-    taskset -c 0 "$BIN/herald" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+    taskset -c 0 "${SERVER:-$BIN/herald}" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
     HPID=$!
     PIDS+=("$HPID")
     HADDR=""
@@ -62,7 +70,7 @@ measure() {
     result=$(timeout 600 taskset -c 1 "$BIN/herald-bench" "$@" | tail -n 1 || true)
     jq -c . <<<"$result" >/dev/null 2>&1 || result=null
     printf '{"label":"%s","rep":%s,"result":%s}\n' "$label" "$rep" "$result" >>"$OUT"
-    echo "$label #$rep: $(jq -c '.results | [.deliveries_per_s, .rss_per_conn_idle_kib, .loss, .duplicates]' <<<"$result" 2>/dev/null)" >&2
+    echo "$label #$rep: $(jq -c '.results | [.deliveries_per_s // .requests_per_s, .rss_per_conn_idle_kib // .hub_cpu_pct, .loss, .duplicates]' <<<"$result" 2>/dev/null)" >&2
 }
 
 history_ab() {
@@ -114,9 +122,28 @@ cluster_ab() {
     done
 }
 
+ingest_ab() {
+    local servers=("herald|$BIN/herald" "reference|$BIN/reference-server")
+    [ -n "${HERALD_B:-}" ] && servers+=("herald-b|$HERALD_B")
+    for rep in $(seq "$repeat"); do
+        for server in "${servers[@]}"; do
+            SERVER=${server#*|} start_herald
+            taskset -c 1 "$BIN/herald-bench" ingest --requests 3000 --concurrency 64 \
+                --url "http://$HADDR" >/dev/null 2>&1 || true
+            measure "${server%%|*} ingest-$notifies" "$rep" ingest --requests "$notifies" \
+                --concurrency 64 --url "http://$HADDR" --hub-pid "$HPID"
+            stop "$HPID"
+        done
+    done
+}
+
 case "$what" in
     history) history_ab ;;
     cluster) cluster_ab ;;
-    *) echo "unknown comparison $what (history, cluster)" >&2; exit 64 ;;
+    ingest)
+        [ -n "${3:-}" ] || notifies=40000
+        ingest_ab
+        ;;
+    *) echo "unknown comparison $what (history, cluster, ingest)" >&2; exit 64 ;;
 esac
 echo "results: $OUT" >&2
