@@ -11,9 +11,10 @@
 #                                            POST /notify ingest, herald against reference-server
 #                                            (and against the herald binary in $HERALD_B, another
 #                                            build, when set), interleaved round by round; each a
-#                                            fresh server, 3,000 warm-up requests, then REQUESTS
-#                                            (default 40,000) at concurrency 64: longer than
-#                                            run.sh's 20,000-request row, whose 0.3 s is noisy
+#                                            fresh server, 3,000 warm-up requests on their own
+#                                            connections, then REQUESTS (default 40,000) at
+#                                            concurrency 64 (after herald-bench's own warm-up
+#                                            on the same connections)
 #
 # Every process of the hub side (herald nodes and redis-server) is pinned to CPU 0 and
 # herald-bench to CPU 1, as in run.sh. Raw results, one JSON line per measurement

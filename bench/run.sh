@@ -195,7 +195,7 @@ if [ "$MODE" = full ]; then
         "fanout-1000x10|fanout 1,000 groups x 10 subs x 2,000 notifies|fanout --subscribers 10000 --groups 1000 --notifies 2000 --publishers 32"
         "latency-1x1000|steady: 1 group x 1,000 subs, 500 notifies at 50/s|fanout --subscribers 1000 --groups 1 --notifies 500 --rate 50"
         "conns-15000|conns 15,000 idle + burst of 20|conns --connections 15000 --groups 100 --burst 20 --timeout 180"
-        "ingest-20000|ingest 20,000 requests at concurrency 64|ingest --requests 20000 --concurrency 64"
+        "ingest-100000|ingest 100,000 requests at concurrency 64 after 5,000 warm-up|ingest --requests 100000 --warmup 5000 --concurrency 64"
         "ingest-batch-100|ingest 5,000 batches of 100 at concurrency 16|ingest --requests 5000 --batch 100 --concurrency 16|herald bun"
         "ingest-batch-1000|ingest 500 batches of 1,000 at concurrency 4|ingest --requests 500 --batch 1000 --concurrency 4|herald bun"
         "fanout-batch-100x100|fanout 100 groups x 100 subs x 20,000 notifies in batches of 100|fanout --subscribers 10000 --groups 100 --notifies 20000 --batch 100|herald bun"
@@ -207,7 +207,7 @@ else
         "fanout-100x10|fanout 100 groups x 10 subs x 200 notifies|fanout --subscribers 1000 --groups 100 --notifies 200 --publishers 16"
         "latency-1x200|latency 1 group x 200 subs, 50 notifies at 50/s|fanout --subscribers 200 --groups 1 --notifies 50 --rate 50"
         "conns-2000|conns 2,000 idle + burst of 5|conns --connections 2000 --groups 20 --burst 5 --settle 0.5"
-        "ingest-2000|ingest 2,000 requests at concurrency 16|ingest --requests 2000 --concurrency 16"
+        "ingest-5000|ingest 5,000 requests at concurrency 16 after 1,000 warm-up|ingest --requests 5000 --warmup 1000 --concurrency 16"
         "ingest-batch-100|ingest 200 batches of 100 at concurrency 4|ingest --requests 200 --batch 100 --concurrency 4|herald bun"
         "fanout-batch-10x100|fanout 10 groups x 100 subs x 2,000 notifies in batches of 100|fanout --subscribers 1000 --groups 10 --notifies 2000 --batch 100|herald bun"
     )

@@ -1,5 +1,9 @@
 //! `ingest`: `POST /notify` (or, with `--batch`, `POST /notify/batch`) throughput into a
 //! group with no members.
+//!
+//! Every connection is opened and warmed up first (`--warmup` requests over the same
+//! connections, not counted), so that the measured phase is the server's steady state:
+//! without it, a short run mostly measured connection setup and cold caches.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -9,6 +13,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::sync::Barrier;
 use tokio::time::{timeout, Instant};
 
 use crate::cpu::{CpuUse, PhaseMeters};
@@ -37,6 +42,18 @@ pub struct IngestArgs {
     /// with that many items (up to 1,000).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub batch: u64,
+    /// Requests sent over the same connections before the measured ones and not counted
+    /// (default: 5,000 notifications' worth, at least one per connection; 0 = none).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+}
+
+impl IngestArgs {
+    /// The warm-up requests: `--warmup`, or 5,000 notifications' worth.
+    fn warmup_requests(&self) -> u64 {
+        self.warmup
+            .unwrap_or_else(|| 5_000u64.div_ceil(self.batch).max(self.concurrency as u64))
+    }
 }
 
 fn error(t: &mut Totals, e: String) {
@@ -101,59 +118,128 @@ fn write_body(body: &mut Vec<u8>, load: &Load, pad: &str, i: u64) {
     body.extend_from_slice(b"]}");
 }
 
-async fn worker(target: Target, load: Load, next: Arc<AtomicU64>, deadline: Instant) -> Totals {
-    let (requests, payload) = (load.requests, load.payload);
-    let path = if load.batch == 1 {
-        "/notify"
-    } else {
-        "/notify/batch"
+/// One phase's share of requests: workers take request numbers from `next` until `count`.
+struct Phase {
+    next: AtomicU64,
+    count: u64,
+}
+
+impl Phase {
+    fn new(count: u64) -> Arc<Self> {
+        Arc::new(Self {
+            next: AtomicU64::new(0),
+            count,
+        })
+    }
+}
+
+/// How a worker's two phases are lined up: every worker finishes its warm-up and meets
+/// the others (and `send_all`) at `warm`, then waits at `go` while `send_all` starts the
+/// clock, so the measured phase begins with every connection open and idle.
+struct Gates {
+    warmup: Arc<Phase>,
+    measured: Arc<Phase>,
+    warm: Arc<Barrier>,
+    go: Arc<Barrier>,
+}
+
+/// One keep-alive connection's requests: the warm-up, then the measured ones.
+async fn worker(target: Target, load: Load, gates: Gates, deadline: Instant) -> (Totals, Totals) {
+    let mut w = Worker {
+        target,
+        path: if load.batch == 1 {
+            "/notify"
+        } else {
+            "/notify/batch"
+        },
+        pad: "x".repeat(load.payload),
+        body: Vec::with_capacity((128 + load.payload) * load.batch as usize),
+        conn: None,
+        load,
+        deadline,
     };
-    let pad = "x".repeat(payload);
-    let mut totals = Totals {
+    let mut warm = Totals::default();
+    if gates.warmup.count > 0 {
+        // Every connection is opened during the warm-up, even if the others take all of
+        // its requests.
+        w.connect(&mut warm).await;
+    }
+    w.send(&gates.warmup, &mut warm, 0).await;
+    gates.warm.wait().await;
+    gates.go.wait().await;
+    let mut measured = Totals {
         latency: Some(new_histogram()),
         ..Default::default()
     };
-    let mut conn: Option<HttpConn> = None;
-    let mut body = Vec::with_capacity((128 + payload) * load.batch as usize);
-    loop {
-        let i = next.fetch_add(1, Relaxed);
-        if i >= requests || Instant::now() >= deadline {
-            break;
-        }
-        if conn.is_none() {
-            match HttpConn::connect(&target).await {
-                Ok(c) => conn = Some(c),
+    w.send(&gates.measured, &mut measured, gates.warmup.count)
+        .await;
+    (warm, measured)
+}
+
+/// A worker's connection and what it sends.
+struct Worker {
+    target: Target,
+    load: Load,
+    path: &'static str,
+    pad: String,
+    body: Vec<u8>,
+    conn: Option<HttpConn>,
+    deadline: Instant,
+}
+
+impl Worker {
+    /// Whether a connection is open, opening one now if there is none (a failure is
+    /// counted in `totals`, after a short pause so that a refusing server is not hammered).
+    async fn connect(&mut self, totals: &mut Totals) -> bool {
+        if self.conn.is_none() {
+            match HttpConn::connect(&self.target).await {
+                Ok(c) => self.conn = Some(c),
                 Err(e) => {
-                    error(&mut totals, format!("connect: {e}"));
+                    error(totals, format!("connect: {e}"));
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
                 }
             }
         }
-        let Some(c) = conn.as_mut() else { continue };
-        write_body(&mut body, &load, &pad, i);
-        let sent = Instant::now();
-        match timeout(Duration::from_secs(10), c.post_json(path, &body)).await {
-            Ok(Ok(reply)) => {
-                *totals.statuses.entry(reply.status).or_default() += 1;
-                if let Some(h) = totals.latency.as_mut() {
-                    h.saturating_record(sent.elapsed().as_micros().max(1) as u64);
-                }
-                if c.closing() {
-                    conn = None;
-                }
+        self.conn.is_some()
+    }
+
+    /// Sends `phase`'s requests (numbered from `first_seq`) until none are left or the
+    /// deadline passes, counting the answers in `totals`.
+    async fn send(&mut self, phase: &Phase, totals: &mut Totals, first_seq: u64) {
+        loop {
+            let i = phase.next.fetch_add(1, Relaxed);
+            if i >= phase.count || Instant::now() >= self.deadline {
+                break;
             }
-            Ok(Err(e)) => {
-                error(&mut totals, format!("request: {e}"));
-                conn = None;
+            if !self.connect(totals).await {
+                continue;
             }
-            Err(_) => {
-                error(&mut totals, "request timed out".into());
-                conn = None;
+            write_body(&mut self.body, &self.load, &self.pad, first_seq + i);
+            let Some(c) = self.conn.as_mut() else {
+                continue;
+            };
+            let sent = Instant::now();
+            match timeout(Duration::from_secs(10), c.post_json(self.path, &self.body)).await {
+                Ok(Ok(reply)) => {
+                    *totals.statuses.entry(reply.status).or_default() += 1;
+                    if let Some(h) = totals.latency.as_mut() {
+                        h.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+                    }
+                    if c.closing() {
+                        self.conn = None;
+                    }
+                }
+                Ok(Err(e)) => {
+                    error(totals, format!("request: {e}"));
+                    self.conn = None;
+                }
+                Err(_) => {
+                    error(totals, "request timed out".into());
+                    self.conn = None;
+                }
             }
         }
     }
-    totals
 }
 
 /// Runs `ingest`: every request over the keep-alive connections, then the rates.
@@ -169,15 +255,25 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
         batch: a.batch,
     };
     let deadline = Instant::now() + Duration::from_secs_f64(a.common.timeout);
-    let meters = PhaseMeters::start(a.common.hub_pid);
-    let started = Instant::now();
-    let all = send_all(target, load, a.concurrency, deadline).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = meters.finish();
+    let warmup = a.warmup_requests();
+    let (warm, all, elapsed, cpu) = send_all(
+        target,
+        load,
+        a.concurrency,
+        warmup,
+        deadline,
+        a.common.hub_pid,
+    )
+    .await?;
+    let elapsed = elapsed.as_secs_f64();
+    let warm_answered: u64 = warm.statuses.values().sum();
+    let warm_accepted = warm.statuses.get(&202).copied().unwrap_or(0);
 
     let answered: u64 = all.statuses.values().sum();
     let accepted = all.statuses.get(&202).copied().unwrap_or(0);
     let results = IngestResults {
+        warmup_requests: warm_answered,
+        warmup_failed: warmup - warm_accepted,
         requests: answered,
         accepted,
         non_202: answered - accepted,
@@ -189,34 +285,63 @@ pub async fn run(a: IngestArgs) -> Result<Report, String> {
         latency_ms: all.latency.as_ref().map(Latency::of),
         cpu,
     };
-    Ok(report(&a, &results, all.first_error))
+    Ok(report(&a, &results, warm.first_error.or(all.first_error)))
 }
 
-/// Sends `load` over `concurrency` keep-alive connections and adds up what they got.
+/// Sends `warmup` requests of `load` over `concurrency` keep-alive connections, then,
+/// timed and metered (the hub's and the cores' CPU), `load.requests` more over the same
+/// connections; adds up what each phase got.
 async fn send_all(
     target: Target,
     load: Load,
     concurrency: usize,
+    warmup: u64,
     deadline: Instant,
-) -> Result<Totals, String> {
-    let next = Arc::new(AtomicU64::new(0));
+    hub_pid: Option<u32>,
+) -> Result<(Totals, Totals, Duration, CpuUse), String> {
+    let warmup = Phase::new(warmup);
+    let measured = Phase::new(load.requests);
+    let warm = Arc::new(Barrier::new(concurrency + 1));
+    let go = Arc::new(Barrier::new(concurrency + 1));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        tasks.spawn(worker(target.clone(), load.clone(), next.clone(), deadline));
+        let gates = Gates {
+            warmup: warmup.clone(),
+            measured: measured.clone(),
+            warm: warm.clone(),
+            go: go.clone(),
+        };
+        tasks.spawn(worker(target.clone(), load.clone(), gates, deadline));
     }
+    // A worker that failed before the gates would leave the others waiting there: the
+    // whole run is bounded by the deadline instead.
+    timeout(deadline.saturating_duration_since(Instant::now()), warm.wait())
+        .await
+        .map_err(|_| "ingest: the warm-up did not finish before --timeout".to_string())?;
+    let meters = PhaseMeters::start(hub_pid);
+    let started = Instant::now();
+    go.wait().await;
+    let mut warmed = Totals::default();
     let mut all = Totals {
         latency: Some(new_histogram()),
         ..Default::default()
     };
     while let Some(r) = tasks.join_next().await {
-        all.merge(r.map_err(|e| format!("ingest task failed: {e}"))?);
+        let (w, m) = r.map_err(|e| format!("ingest task failed: {e}"))?;
+        warmed.merge(w);
+        all.merge(m);
     }
-    Ok(all)
+    let elapsed = started.elapsed();
+    Ok((warmed, all, elapsed, meters.finish()))
 }
 
 /// What an `ingest` run measured: the `results` of its JSON line and its table.
 #[derive(Serialize)]
 struct IngestResults {
+    /// Warm-up requests answered (not counted anywhere else).
+    warmup_requests: u64,
+    /// Warm-up requests not answered with 202.
+    warmup_failed: u64,
     /// Requests answered.
     requests: u64,
     accepted: u64,
@@ -239,12 +364,14 @@ fn report(a: &IngestArgs, r: &IngestResults, first_error: Option<String>) -> Rep
         format!("POST /notify/batch of {}", a.batch)
     };
     let title = format!(
-        "ingest: {} {what} to an empty group over {} connections",
-        a.requests, a.concurrency
+        "ingest: {} {what} to an empty group over {} connections, after {} warm-up",
+        a.requests,
+        a.concurrency,
+        a.warmup_requests()
     );
     let outcome = Outcome {
         scenario: "ingest",
-        ok: r.accepted == a.requests && r.errors == 0,
+        ok: r.accepted == a.requests && r.errors == 0 && r.warmup_failed == 0,
         target: &a.common.url,
         peer: None,
         params: a,
