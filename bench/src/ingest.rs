@@ -315,9 +315,12 @@ async fn send_all(
     }
     // A worker that failed before the gates would leave the others waiting there: the
     // whole run is bounded by the deadline instead.
-    timeout(deadline.saturating_duration_since(Instant::now()), warm.wait())
-        .await
-        .map_err(|_| "ingest: the warm-up did not finish before --timeout".to_string())?;
+    timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        warm.wait(),
+    )
+    .await
+    .map_err(|_| "ingest: the warm-up did not finish before --timeout".to_string())?;
     let meters = PhaseMeters::start(hub_pid);
     let started = Instant::now();
     go.wait().await;

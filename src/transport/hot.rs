@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::Either;
+use futures_util::FutureExt as _;
 use warp::http::{Method, Request, StatusCode};
 use warp::reply::Response;
 
@@ -79,23 +80,33 @@ impl HotRoutes {
         }
     }
 
-    /// Answers a request for `route`.
-    pub(super) async fn serve(&self, route: Hot, req: Request<TrackedBody>) -> Response {
+    /// Answers a request for `route`. Not an `async fn`: the token and the body's
+    /// headers are checked now, so the future keeps only the body being read (not the
+    /// request's head) and does not borrow `self`.
+    pub(super) fn serve(
+        &self,
+        route: Hot,
+        req: Request<TrackedBody>,
+    ) -> impl Future<Output = Response> + Send + 'static {
         let config = &self.state.config;
-        let answer = match route {
-            Hot::Notify => match self.body(req, BodyLimit::body(config.max_body)).await {
-                Ok(raw) => api::notify::notify(self.state.clone(), raw).await,
-                Err(e) => Err(e),
-            },
-            Hot::Batch => match self
-                .body(req, BodyLimit::batch(config.max_batch_body))
-                .await
-            {
-                Ok(raw) => api::batch::notify_batch(self.state.clone(), raw).await,
-                Err(e) => Err(e),
-            },
+        let state = self.state.clone();
+        let limit = match route {
+            Hot::Notify => BodyLimit::body(config.max_body),
+            Hot::Batch => BodyLimit::batch(config.max_batch_body),
         };
-        answer.unwrap_or_else(|e| e.to_response())
+        let body = self.body(req, limit);
+        // `then`, not an `async` block awaiting `body`: the body's future and the
+        // handler's take turns in one place instead of each having its own.
+        body.then(move |read| async move {
+            let answer = match read {
+                Ok(raw) => match route {
+                    Hot::Notify => api::notify::notify(state, raw).await,
+                    Hot::Batch => api::batch::notify_batch(state, raw).await,
+                },
+                Err(e) => Err(e),
+            };
+            answer.unwrap_or_else(|e| e.to_response())
+        })
     }
 
     /// A request for `route` was answered with `status` after `took` (the time its HTTP
