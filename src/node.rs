@@ -2,7 +2,10 @@
 //! one rule: the node watches a group in the broker exactly while it has local members
 //! (centrifuge's `addSubscription` / `removeSubscription`).
 
+use std::future::Future;
 use std::sync::Arc;
+
+use futures_util::future::Either;
 
 use crate::broker::history::{self, HistorySettings, Recovery};
 use crate::broker::{
@@ -114,11 +117,22 @@ impl Node {
     /// Publishes through the broker and counts broker failures: the one publish path for
     /// `POST /notify` and client publish. Fan-out is recorded by local delivery, on every
     /// node.
-    pub async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
-        let published = match self.broker.publish_now(publication) {
-            PublishNow::Done(published) => published,
-            PublishNow::Wait(publication) => self.broker.publish(publication).await,
-        };
-        published.inspect_err(|_| self.metrics.broker_publish_errors.inc())
+    ///
+    /// A broker that publishes at once (memory) does so when this is called, and the
+    /// future only hands over the result: no future holding the publication is made
+    /// (callers await it at once).
+    pub fn publish(
+        &self,
+        publication: Publication,
+    ) -> impl Future<Output = Result<Published, BrokerError>> + '_ {
+        match self.broker.publish_now(publication) {
+            PublishNow::Done(published) => Either::Left(std::future::ready(
+                published.inspect_err(|_| self.metrics.broker_publish_errors.inc()),
+            )),
+            PublishNow::Wait(publication) => Either::Right(async move {
+                let published = self.broker.publish(publication).await;
+                published.inspect_err(|_| self.metrics.broker_publish_errors.inc())
+            }),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `AppState`: the one cloneable handle every route and session gets.
 
+use std::future::Future;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -90,9 +91,13 @@ impl AppState {
     }
 
     /// Publishes through the node: the one publish path for `POST /notify` and client
-    /// publish.
-    pub async fn publish(&self, publication: Publication) -> Result<Published, BrokerError> {
-        self.node.publish(publication).await
+    /// publish. The node's future as it is, not inside another that would hold (and
+    /// copy) the publication again.
+    pub fn publish(
+        &self,
+        publication: Publication,
+    ) -> impl Future<Output = Result<Published, BrokerError>> + '_ {
+        self.node.publish(publication)
     }
 
     /// WebSocket connections currently open.
