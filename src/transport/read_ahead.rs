@@ -8,7 +8,8 @@
 //! copies only what has arrived, so a pong still costs one read and a 64 KiB frame about
 //! four. What tungstenite did not ask for yet is kept in an allocation of its exact size
 //! until tungstenite reads it (within the same poll, unless a frame ended inside it) and
-//! freed when drained: an idle connection holds only an empty `Option`.
+//! freed when drained: at most [`CHUNK`] bytes per connection while it is sending, and
+//! only an empty `Option` while it is idle.
 //!
 //! Bytes never reorder or go missing: what was read ahead is always handed out before
 //! the socket is read again; `Pending`, errors and end of stream come only from a read
