@@ -11,6 +11,7 @@
 //! - `session`: the socket loop of one connection (queue, frames, heartbeat, expiry).
 //! - `commands`: what client frames do (subscribe, unsubscribe, publish, refresh), with
 //!   no socket, so it is unit-tested on its own.
+//! - `read_ahead`: large socket reads under tungstenite's small read buffer.
 //! - `connection`: the socket's writes (vectored batches, replies) and its closing.
 //! - `http`: serves the routes over HTTP/1.1 ourselves (hyper) for read deadlines,
 //!   bounded request heads and the cap on plain-HTTP connections.
@@ -21,6 +22,7 @@ mod connection;
 mod hot;
 mod http;
 mod observe;
+mod read_ahead;
 mod resume;
 mod router;
 mod routes;

@@ -29,6 +29,7 @@ use warp::http::HeaderValue;
 
 use super::commands::Membership;
 use super::connection::{write_pending, Connection, Ending, MemberIo, Written};
+use super::read_ahead::ReadAhead;
 use crate::auth::Grant;
 use crate::broker::BrokerError;
 use crate::hub::Member;
@@ -157,10 +158,10 @@ impl Session {
 
     /// Hands the upgraded socket to the member (from now on the hub's drains write
     /// notifications to it) and returns the adapter tungstenite reads and writes through.
-    pub fn attach(&self, socket: tokio::net::TcpStream) -> MemberIo {
+    pub fn attach(&self, socket: tokio::net::TcpStream) -> ReadAhead<MemberIo> {
         let member = self.membership.member();
         member.attach(socket);
-        MemberIo(member.clone())
+        ReadAhead::new(MemberIo(member.clone()))
     }
 
     /// Serves the connection until it ends, then leaves its groups and closes the socket.
@@ -473,7 +474,9 @@ mod tests {
         let member = Member::new(1, 8, state.shutdown.clone());
         let log = LogContext::new(None, false);
         let session = Session::new(state, member.clone(), permit, None, None, log);
-        let ws = WebSocketStream::from_raw_socket(MemberIo(member), Role::Server, None).await;
+        let ws =
+            WebSocketStream::from_raw_socket(ReadAhead::new(MemberIo(member)), Role::Server, None)
+                .await;
         let run = session.run(Connection::new(ws));
         let size = std::mem::size_of_val(&run);
         assert!(size <= 912, "the session future is {size} bytes");

@@ -30,10 +30,10 @@ use crate::state::AppState;
 /// Bytes tungstenite reads from the socket at a time. tungstenite allocates this buffer
 /// for every connection up front and keeps it while the connection is idle, so it is in
 /// every idle connection's cost: 64 rather than 512 measured 0.5 KiB less RSS per
-/// connection at 15,000 (2.16 vs 2.65 KiB; 2 KiB cost 1.3 KiB more than 512). Clients
-/// send little (a pong is 6 bytes, a subscribe under 100), so a frame usually takes one
-/// read; a larger one still arrives whole, 64 bytes per read (a frame of the default
-/// `--max-frame`, 64 KiB, would take 1,024 reads; herald's own clients never send one).
+/// connection at 15,000 (2.16 vs 2.65 KiB; 2 KiB cost 1.3 KiB more than 512).
+/// tungstenite asks for at most this much per read; `read_ahead` serves those reads
+/// from socket reads of up to 16 KiB, so a frame of the default `--max-frame` (64 KiB)
+/// takes about five `recvfrom`s, not 1,024.
 const READ_BUFFER: usize = 64;
 /// tungstenite writes only replies, pongs and close frames (notifications bypass it, see
 /// `session`), each at once into the member's output, so it keeps no buffer to batch them.

@@ -15,6 +15,7 @@ mod docs;
 mod history;
 mod history_api;
 mod http_hygiene;
+mod large_frames;
 mod limits;
 mod memory;
 mod metrics;
