@@ -18,8 +18,9 @@
 # reference; default 3 in full mode, 1 in quick mode; the table shows medians),
 # BENCH_QUIET_WAIT (seconds to wait for an idle machine before each run,
 # default 60 in full mode, 0 in quick mode), BENCH_QUIET_BUDGET (total such waiting,
-# default 240), BENCH_OTHERS_MAX / BENCH_RETRIES (a run during which other processes used
-# more than 15% of a core is measured again, up to 2 times; not in quick mode), BENCH_ONLY (a regex of
+# default 240), BENCH_OTHERS_MAX / BENCH_RETRIES (a run during which other processes used,
+# or the VM's host stole (/proc/stat steal), more than 15% of a core in all is measured
+# again, up to 2 times; not in quick mode), BENCH_ONLY (a regex of
 # scenario names to run), BENCH_TARGETS (servers to measure, default "herald reference bun").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -243,11 +244,13 @@ for entry in "${SCENARIOS[@]}"; do
                 result=$(tail -n 1 "$out" | jq -c . 2>/dev/null || echo null)
                 result=${result:-null}
                 # Other processes' CPU during the measurement (percent of one core).
-                others=$(jq -r '.results.other_cpu_pct // .results.burst_other_cpu_pct // 0' \
+                # Plus time the VM's host stole from the cores (steal): the same harm.
+                others=$(jq -r '(.results.other_cpu_pct // .results.burst_other_cpu_pct // 0)
+                    + (.results.steal_pct // .results.burst_steal_pct // 0)' \
                     <<<"$result" 2>/dev/null || echo 0)
                 if [ "$attempt" -le "$RETRIES" ] && [ "$QUIET_SPENT" -lt "$QUIET_BUDGET" ] &&
                     awk -v o="$others" -v m="$OTHERS_MAX" 'BEGIN { exit !(o > m) }'; then
-                    echo "disturbed: other processes used $others% of a core; measuring again" >&2
+                    echo "disturbed: other processes and steal took $others% of a core; measuring again" >&2
                     QUIET_SPENT=$((QUIET_SPENT + SECONDS - attempt_start))
                     continue
                 fi

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::procfs::{allowed_cpus, core_jiffies, cpu_time};
+use crate::procfs::{allowed_cpus, core_jiffies, cpu_time, CoreJiffies};
 use crate::report::round1;
 
 /// CPU used by a process between two readings, as a percentage of one core.
@@ -59,6 +59,7 @@ impl PhaseMeters {
             hub,
             client,
             others: self.cores.others_percent(&[hub, client]),
+            steal: self.cores.steal_percent(),
             hub_core: self
                 .hub_pid
                 .and_then(|p| CoreMeter::pinned_percent(&cores_busy, p)),
@@ -85,6 +86,10 @@ pub struct CpuUse {
     /// Other processes' CPU (see [`CoreMeter::others_percent`]).
     #[serde(rename = "other_cpu_pct")]
     pub others: Option<f64>,
+    /// Time the VM's host took from this machine's cores (see
+    /// [`CoreMeter::steal_percent`]).
+    #[serde(rename = "steal_pct")]
+    pub steal: Option<f64>,
 }
 
 impl CpuUse {
@@ -111,7 +116,7 @@ impl CpuUse {
 /// How busy each core was between two readings (user + system + irq + softirq), which
 /// also counts the loopback TCP work that per-process CPU time misses.
 pub struct CoreMeter {
-    start: Vec<(u64, u64, u64)>,
+    start: Vec<CoreJiffies>,
 }
 
 impl CoreMeter {
@@ -138,9 +143,9 @@ impl CoreMeter {
             return None;
         }
         let (mut task, mut total) = (0u64, 0u64);
-        for ((_, t1, k1), (_, t0, k0)) in now.iter().zip(&self.start) {
-            task += k1.saturating_sub(*k0);
-            total += t1.saturating_sub(*t0);
+        for (c1, c0) in now.iter().zip(&self.start) {
+            task += c1.task.saturating_sub(c0.task);
+            total += c1.total.saturating_sub(c0.total);
         }
         if total == 0 {
             return None;
@@ -156,14 +161,28 @@ impl CoreMeter {
         core_jiffies()
             .iter()
             .zip(&self.start)
-            .map(|((b1, t1, _), (b0, t0, _))| {
-                let total = t1.saturating_sub(*t0);
+            .map(|(c1, c0)| {
+                let total = c1.total.saturating_sub(c0.total);
                 if total == 0 {
                     0.0
                 } else {
-                    round1(100.0 * b1.saturating_sub(*b0) as f64 / total as f64)
+                    round1(100.0 * c1.busy.saturating_sub(c0.busy) as f64 / total as f64)
                 }
             })
             .collect()
+    }
+
+    /// Time stolen from all cores since `start` by the VM's host, in percent of one core:
+    /// a measurement that lost much of its cores to the host says little about the
+    /// servers (`bench/run.sh` measures it again, as for other processes' CPU).
+    pub fn steal_percent(&self) -> Option<f64> {
+        let now = core_jiffies();
+        let cores = now.len().min(self.start.len());
+        let (mut steal, mut total) = (0u64, 0u64);
+        for (c1, c0) in now.iter().zip(&self.start) {
+            steal += c1.steal.saturating_sub(c0.steal);
+            total += c1.total.saturating_sub(c0.total);
+        }
+        (cores > 0 && total > 0).then(|| round1(100.0 * steal as f64 * cores as f64 / total as f64))
     }
 }

@@ -31,10 +31,22 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
-/// Busy and total jiffies of every CPU, from /proc/stat (`cpu0`, `cpu1`, ...).
-/// Per core: (busy, total, task) jiffies, where task = user + nice + system: time spent
-/// running processes, as opposed to interrupts.
-pub fn core_jiffies() -> Vec<(u64, u64, u64)> {
+/// One core's jiffies since boot, from a `cpuN` line of /proc/stat.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoreJiffies {
+    /// Not idle (user, nice, system, irq, softirq and steal).
+    pub busy: u64,
+    /// Everything counted for the core.
+    pub total: u64,
+    /// Running processes (user + nice + system), as opposed to interrupts.
+    pub task: u64,
+    /// Stolen: the core wanted to run but the VM's host ran something else. On a shared
+    /// VM this is what makes a measurement slow without any process here being busy.
+    pub steal: u64,
+}
+
+/// Every core's jiffies (`cpu0`, `cpu1`, ...), from /proc/stat.
+pub fn core_jiffies() -> Vec<CoreJiffies> {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
         return Vec::new();
     };
@@ -49,8 +61,12 @@ pub fn core_jiffies() -> Vec<(u64, u64, u64)> {
             let total: u64 = v.iter().take(8).sum();
             // idle + iowait are not busy; irq and softirq (loopback TCP work) are.
             let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            let task = v.iter().take(3).sum();
-            (total - idle, total, task)
+            CoreJiffies {
+                busy: total - idle,
+                total,
+                task: v.iter().take(3).sum(),
+                steal: v.get(7).copied().unwrap_or(0),
+            }
         })
         .collect()
 }

@@ -214,8 +214,9 @@ fn caveats(
     }
     if disturbed > 0 {
         notes.push(format!(
-            "- {title}: {disturbed} of {total} runs shared the machine with other work \
-             (up to {worst:.0}% of a core): treat these numbers as rough."
+            "- {title}: {disturbed} of {total} runs shared the machine with other work or \
+             lost CPU to the VM's host (up to {worst:.0}% of a core): treat these numbers \
+             as rough."
         ));
     }
     if unclean > 0 {
@@ -247,15 +248,18 @@ fn caveats(
 }
 
 /// How much other work shared the machine during run `r`, in percent of a core, when
-/// it was enough to matter: other processes' CPU during the run or, for older files,
-/// how busy the cores were just before it.
+/// it was enough to matter: other processes' CPU plus what the VM's host stole from the
+/// cores during the run or, for older files, how busy the cores were just before it.
 fn disturbance(r: &Value) -> Option<f64> {
-    let during = [
-        "/result/results/other_cpu_pct",
-        "/result/results/burst_other_cpu_pct",
-    ]
-    .iter()
-    .find_map(|p| r.pointer(p).and_then(Value::as_f64));
+    let during_any = |fields: [&str; 2]| {
+        fields.iter().find_map(|f| {
+            r.pointer(&format!("/result/results/{f}"))
+                .and_then(Value::as_f64)
+        })
+    };
+    let others = during_any(["other_cpu_pct", "burst_other_cpu_pct"]);
+    let steal = during_any(["steal_pct", "burst_steal_pct"]).unwrap_or(0.0);
+    let during = others.map(|o| o + steal);
     let before = r["background_busy_pct"]
         .as_array()
         .and_then(|v| v.iter().filter_map(Value::as_f64).reduce(f64::max));
