@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::read_ahead::{ReadAhead, CHUNK};
 use crate::hub::Member;
-use crate::protocol::Close;
+use crate::protocol::{Close, CloseCode};
 
 /// The upgraded socket as tungstenite sees it: tungstenite's 64-byte reads are served
 /// from larger socket reads (see `read_ahead`).
@@ -157,12 +157,16 @@ impl Connection {
                     write_pending(self.member()).await.map_err(|_| ())
                 };
                 if matches!(timeout(write_limit, sent).await, Ok(Ok(_))) {
+                    // Only a refused oversized frame leaves part of itself unread; after
+                    // other protocol errors the client answers and expects the server to
+                    // drop TCP first (RFC 6455 7.1.1), which waiting for its EOF would not.
+                    let oversized = close.code == CloseCode::MESSAGE_TOO_BIG.code;
                     let _ = timeout(CLOSE_HANDSHAKE, async {
                         let mut answered = false;
                         while let Some(Ok(msg)) = self.ws.next().await {
                             answered |= msg.is_close();
                         }
-                        if !answered {
+                        if oversized && !answered {
                             discard_until_eof(self.ws.get_mut()).await;
                         }
                     })
@@ -176,7 +180,7 @@ impl Connection {
 
 /// Reads and drops what the client still sends, until it closes (or the read fails).
 ///
-/// After a frame it refused (over `--max-frame`, bad framing) tungstenite reads no
+/// After a frame it refused for its size (over `--max-frame`) tungstenite reads no
 /// further, so the rest of that frame stays unread; closing a socket with unread bytes
 /// sends RST instead of FIN, which can reach the client before it has read the close
 /// frame (a client that sent 64 KiB + 1 byte read "connection reset", not 1009). The
