@@ -71,7 +71,7 @@ impl Router {
         // the allocator's small-size cache (about 1 KiB).
         let answer: Pin<Box<dyn Future<Output = Response> + Send>> = match (hot, &inner.hot) {
             (Some(route), Some(routes)) => {
-                let inner = inner.clone();
+                // The served future borrows nothing: `inner` itself moves into its end.
                 let f = routes.serve(route, req).map(move |mut res| {
                     if let Some(routes) = &inner.hot {
                         let took =
