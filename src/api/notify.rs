@@ -9,7 +9,7 @@ use warp::reply::Response;
 use super::{body, json_bytes, ApiError};
 use crate::metrics::Via;
 use crate::protocol::{
-    Accepted, Data, EventName, GroupName, NotifyRequest, Publication, Text, UserId,
+    scan, Accepted, Data, EventName, GroupName, NotifyRequest, Publication, Text, UserId,
 };
 use crate::state::AppState;
 
@@ -30,9 +30,15 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Parses and validates a `POST /notify` body; nothing is published yet.
+    /// Parses and validates a `POST /notify` body; nothing is published yet. A body of
+    /// the usual shape is read by `protocol::scan`, any other by serde.
     pub fn parse(raw: &Bytes) -> Result<Self, ApiError> {
-        Self::validate(body::parse(raw)?, raw)
+        let text = body::text(raw)?;
+        let req = match scan::notify_request(text) {
+            Some(req) => req,
+            None => body::parse_text(text)?,
+        };
+        Self::validate(req, raw)
     }
 
     /// Validates a parsed `POST /notify` body (also one item of a batch), which was

@@ -10,6 +10,7 @@ pub mod http;
 pub mod name;
 pub mod publication;
 pub mod reply;
+pub mod scan;
 pub mod wire;
 
 pub use close::{Close, CloseCode};
@@ -17,7 +18,7 @@ pub use epoch::{Epoch, InvalidEpoch, Position, Resume};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
     CloseRequest, Closed, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest, NotifyRequest,
-    Text,
+    RawJson, Text,
 };
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
 pub use publication::{Data, Publication};
