@@ -36,6 +36,10 @@ pub(super) struct Activity {
     phase: AtomicU8,
     /// Requests answered so far: a change tells the socket wrapper a new wait began.
     answered: AtomicU64,
+    /// 1 + the number (see [`Activity::begin_request`]) of the latest request whose body
+    /// was read to its end; 0 for none. A number rather than a flag, so that a body left
+    /// over from an earlier request cannot speak for a later one.
+    body_read: AtomicU64,
     /// A read that went pending while a request was handled, woken by the answer.
     reader: AtomicWaker,
     /// Cancelled to evict this connection while it waits (see [`Slots`]).
@@ -59,6 +63,7 @@ impl Activity {
         Arc::new(Self {
             phase: AtomicU8::new(WAITING),
             answered: AtomicU64::new(0),
+            body_read: AtomicU64::new(0),
             reader: AtomicWaker::new(),
             evict,
             slots,
@@ -97,10 +102,22 @@ impl Activity {
         self.deadline_passed.get().copied()
     }
 
-    /// A request head arrived: no longer evictable until it is answered.
-    pub(super) fn begin_request(&self) {
+    /// A request head arrived: no longer evictable until it is answered. Returns the
+    /// request's number on this connection (0 for the first).
+    pub(super) fn begin_request(&self) -> u64 {
         self.phase.store(BUSY, Ordering::Release);
         self.waiter.busy();
+        self.answered()
+    }
+
+    /// Request `request`'s body was read to its end.
+    pub(super) fn body_read(&self, request: u64) {
+        self.body_read.store(request + 1, Ordering::Release);
+    }
+
+    /// Whether request `request`'s body was read to its end.
+    pub(super) fn was_body_read(&self, request: u64) -> bool {
+        self.body_read.load(Ordering::Acquire) == request + 1
     }
 
     /// The request is answered. After a `101` the connection is a WebSocket and gives
