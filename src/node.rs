@@ -144,7 +144,10 @@ impl Node {
     }
 
     /// Publishes what [`Node::publish_now`] gave back, waiting for the broker.
-    pub async fn publish_waiting(&self, publication: Publication) -> Result<Published, BrokerError> {
+    pub async fn publish_waiting(
+        &self,
+        publication: Publication,
+    ) -> Result<Published, BrokerError> {
         let published = self.broker.publish(publication).await;
         published.inspect_err(|_| self.metrics.broker_publish_errors.inc())
     }

@@ -106,7 +106,10 @@ impl AppState {
     }
 
     /// Publishes what [`AppState::publish_now`] gave back, waiting for the broker.
-    pub async fn publish_waiting(&self, publication: Publication) -> Result<Published, BrokerError> {
+    pub async fn publish_waiting(
+        &self,
+        publication: Publication,
+    ) -> Result<Published, BrokerError> {
         self.node.publish_waiting(publication).await
     }
 

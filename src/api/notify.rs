@@ -118,7 +118,8 @@ impl Notification {
 }
 
 /// How `POST /notify` answers: at once, or later.
-pub type Answer = Either<Ready<Result<Response, ApiError>>, BoxFuture<'static, Result<Response, ApiError>>>;
+pub type Answer =
+    Either<Ready<Result<Response, ApiError>>, BoxFuture<'static, Result<Response, ApiError>>>;
 
 /// `POST /notify`: publishes the event to each target group and reports offsets and
 /// local recipients.
@@ -149,9 +150,7 @@ pub fn notify(state: AppState, raw: Bytes) -> Answer {
     };
     match state.publish_now(notification.publication(group)) {
         PublishNow::Done(published) => Either::Left(ready(
-            published
-                .map(|p| reply(&state, p))
-                .map_err(ApiError::from),
+            published.map(|p| reply(&state, p)).map_err(ApiError::from),
         )),
         PublishNow::Wait(publication) => Either::Right(Box::pin(async move {
             let published = state.publish_waiting(publication).await?;

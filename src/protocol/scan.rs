@@ -310,7 +310,9 @@ fn string_stop(bytes: &[u8]) -> Option<usize> {
         at += 8;
     }
     let rest = chunks.remainder();
-    let stop = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+    let stop = rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
     stop.map(|i| at + i)
 }
 
@@ -398,7 +400,9 @@ mod tests {
                     assert_eq!(string_stop(&bytes), Some(at), "{bytes:?}");
                 }
             }
-            let plain: Vec<u8> = (0..len).map(|i| [b' ', b'~', 0x7f, 0x80, 0xff][i % 5]).collect();
+            let plain: Vec<u8> = (0..len)
+                .map(|i| [b' ', b'~', 0x7f, 0x80, 0xff][i % 5])
+                .collect();
             assert_eq!(string_stop(&plain), None, "{plain:?}");
         }
     }
@@ -406,10 +410,44 @@ mod tests {
     /// Pieces of notify bodies, valid and not, glued together at random.
     fn piece() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec![
-            "{", "}", "[", "]", ",", ":", " ", "\n", "\"", "\\", "\\u00e9", "\\n", "\\x",
-            "\"group\"", "\"groups\"", "\"event\"", "\"users\"", "\"data\"", "\"other\"",
-            "\"g\"", "\"a b\"", "null", "true", "false", "nul", "0", "01", "-", "-0", "1.5",
-            "1.", "2e8", "2E-3", "3e", ".5", "é", "\u{1}", "x",
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"",
+            "\\",
+            "\\u00e9",
+            "\\n",
+            "\\x",
+            "\"group\"",
+            "\"groups\"",
+            "\"event\"",
+            "\"users\"",
+            "\"data\"",
+            "\"other\"",
+            "\"g\"",
+            "\"a b\"",
+            "null",
+            "true",
+            "false",
+            "nul",
+            "0",
+            "01",
+            "-",
+            "-0",
+            "1.5",
+            "1.",
+            "2e8",
+            "2E-3",
+            "3e",
+            ".5",
+            "é",
+            "\u{1}",
+            "x",
         ])
     }
 
