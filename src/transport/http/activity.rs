@@ -11,7 +11,7 @@ use futures_util::task::AtomicWaker;
 use tokio_util::sync::CancellationToken;
 
 use super::slots::{Slot, Slots, Waiter};
-use crate::metrics::HttpClose;
+use crate::metrics::{HttpClose, HttpConnectionMetrics};
 
 /// Waiting for (or reading) a request head.
 const WAITING: u8 = 0;
@@ -52,11 +52,19 @@ pub(super) struct Activity {
     permit: Mutex<Option<Slot>>,
     /// Which read deadline passed, if one did (set by the socket wrapper).
     deadline_passed: OnceLock<HttpClose>,
+    /// Where the connection is counted when herald cuts it off; kept here so a request
+    /// reaches it without a clone of its own (each is a few reference counts).
+    pub(super) metrics: HttpConnectionMetrics,
 }
 
 impl Activity {
-    /// A new connection holding `permit`, waiting for its first request.
-    pub(super) fn new(slots: Arc<Slots>, permit: Slot) -> Arc<Self> {
+    /// A new connection holding `permit`, waiting for its first request, counted in
+    /// `metrics`.
+    pub(super) fn new(
+        slots: Arc<Slots>,
+        permit: Slot,
+        metrics: HttpConnectionMetrics,
+    ) -> Arc<Self> {
         let evict = CancellationToken::new();
         let waiter = Waiter::new(evict.clone());
         slots.list(&waiter);
@@ -70,6 +78,7 @@ impl Activity {
             waiter,
             permit: Mutex::new(Some(permit)),
             deadline_passed: OnceLock::new(),
+            metrics,
         })
     }
 

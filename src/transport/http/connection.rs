@@ -41,7 +41,6 @@ pub(super) async fn serve(
         router,
         activity: activity.clone(),
         remote,
-        metrics: metrics.clone(),
     };
     let mut builder = http1::Builder::new();
     builder
@@ -98,7 +97,6 @@ struct Handler {
     router: Router,
     activity: Arc<Activity>,
     remote: SocketAddr,
-    metrics: HttpConnectionMetrics,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Handler {
@@ -115,7 +113,6 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             answer: self.router.call(req, self.remote),
             request,
             activity: self.activity.clone(),
-            metrics: self.metrics.clone(),
         }
     }
 }
@@ -128,7 +125,6 @@ pub(super) struct Handled {
     /// The request's number on its connection.
     request: u64,
     activity: Arc<Activity>,
-    metrics: HttpConnectionMetrics,
 }
 
 impl Future for Handled {
@@ -146,7 +142,7 @@ impl Future for Handled {
         }
         if res.status() == StatusCode::REQUEST_TIMEOUT {
             // Only an unfinished body gets 408, and the connection closes with it.
-            this.metrics.closed(HttpClose::BodyTimeout);
+            this.activity.metrics.closed(HttpClose::BodyTimeout);
         }
         this.activity.end_request(upgraded);
         Poll::Ready(Ok(res))
