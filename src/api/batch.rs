@@ -9,7 +9,7 @@ use super::error::BodyLimit;
 use super::notify::Notification;
 use super::{body, json_bytes, ApiError};
 use crate::metrics::Via;
-use crate::protocol::{is_json_object, reply, scan, NotifyBatchRequest, NotifyRequest};
+use crate::protocol::{is_json_object, reply, NotifyBatchRequest, NotifyRequest};
 use crate::state::AppState;
 
 /// Most notifications one batch may carry.
@@ -71,11 +71,8 @@ fn parse(raw: &Bytes, item_limit: BodyLimit) -> Result<Vec<Notification>, ApiErr
             let e = ApiError::InvalidRequest("a notification must be a JSON object".into());
             return Err(in_batch(index, e));
         }
-        let notification = scan::notify_request(json)
-            .map_or_else(
-                || serde_json::from_str::<NotifyRequest<'_>>(json).map_err(body::json_error),
-                Ok,
-            )
+        let notification = serde_json::from_str::<NotifyRequest<'_>>(json)
+            .map_err(body::json_error)
             .and_then(|req| Notification::validate_after(req, raw, batch.last()))
             .map_err(|e| in_batch(index, e))?;
         batch.push(notification);

@@ -224,14 +224,10 @@ fn is_json(content_type: &str) -> bool {
 /// Parses a JSON object body, telling syntax errors (`invalid_json`) from shape errors
 /// (`invalid_request`). The result may borrow from `body`.
 pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    parse_text(text(body)?)
-}
-
-/// [`parse`] for a body already checked to be UTF-8.
-pub fn parse_text<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ApiError> {
+    let text = text(body)?;
     // serde's derived structs also accept a JSON array (fields by position); the API
     // takes objects only.
-    if !crate::protocol::is_json_object(text.as_bytes()) {
+    if !crate::protocol::is_json_object(body) {
         serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(json_error)?;
         return Err(ApiError::InvalidRequest(
             "the body must be a JSON object".into(),

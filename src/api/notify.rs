@@ -13,7 +13,7 @@ use super::{body, json_bytes, ApiError};
 use crate::broker::{PublishNow, Published};
 use crate::metrics::Via;
 use crate::protocol::{
-    scan, Accepted, Data, EventName, GroupName, NotifyRequest, Publication, Text, UserId,
+    Accepted, Data, EventName, GroupName, NotifyRequest, Publication, Text, UserId,
 };
 use crate::state::AppState;
 
@@ -34,15 +34,9 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Parses and validates a `POST /notify` body; nothing is published yet. A body of
-    /// the usual shape is read by `protocol::scan`, any other by serde.
+    /// Parses and validates a `POST /notify` body; nothing is published yet.
     pub fn parse(raw: &Bytes) -> Result<Self, ApiError> {
-        let text = body::text(raw)?;
-        let req = match scan::notify_request(text) {
-            Some(req) => req,
-            None => body::parse_text(text)?,
-        };
-        Self::validate(req, raw)
+        Self::validate(body::parse(raw)?, raw)
     }
 
     /// Validates a parsed `POST /notify` body (also one item of a batch), which was

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Offset, UserId};
@@ -14,18 +14,6 @@ use super::{Offset, UserId};
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
 pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
-
-/// One JSON value of a request body, as written there (borrowed from the body). serde
-/// reads it through serde_json's `RawValue`, which checks its syntax; `protocol::scan`
-/// checks it itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawJson<'a>(pub &'a str);
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'de RawValue>::deserialize(d).map(|raw| Self(raw.get()))
-    }
-}
 
 /// Body of `POST /notify`, and each item of `POST /notify/batch`. Borrows from the
 /// request body (`data` always, names when unescaped), which the handler holds until it
@@ -47,7 +35,7 @@ pub struct NotifyRequest<'a> {
     pub users: Option<Vec<Text<'a>>>,
     /// Any JSON value, forwarded verbatim to every member.
     #[serde(borrow)]
-    pub data: RawJson<'a>,
+    pub data: &'a RawValue,
 }
 
 /// Body of `POST /notify/batch`: each item is exactly a [`NotifyRequest`] body. Items
@@ -149,7 +137,7 @@ mod tests {
     #[test]
     fn notify_request_keeps_null_data_and_requires_the_field() {
         let r: NotifyRequest = serde_json::from_str(r#"{"group":"g","data":null}"#).unwrap();
-        assert_eq!(r.data.0, "null");
+        assert_eq!(r.data.get(), "null");
         let err = serde_json::from_str::<NotifyRequest>(r#"{"group":"g"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field `data`"), "{err}");
     }

@@ -10,7 +10,6 @@ pub mod http;
 pub mod name;
 pub mod publication;
 pub mod reply;
-pub mod scan;
 pub mod wire;
 
 pub use close::{Close, CloseCode};
@@ -18,7 +17,7 @@ pub use epoch::{Epoch, InvalidEpoch, Position, Resume};
 pub use frame::{ClientFrame, FrameError, ServerFrame};
 pub use http::{
     CloseRequest, Closed, GroupInfo, GroupList, GroupSummary, NotifyBatchRequest, NotifyRequest,
-    RawJson, Text,
+    Text,
 };
 pub use name::{EventName, GroupName, InvalidName, InvalidUserId, UserId};
 pub use publication::{Data, Publication};

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::{Epoch, EventName, GroupName, Offset, RawJson, UserId};
+use super::{Epoch, EventName, GroupName, Offset, UserId};
 
 /// One notification in one group, with the offset its broker assigned. Serialisable so a
 /// broker between nodes (Redis) can send it as it is; every node decodes it once and
@@ -41,10 +41,10 @@ pub struct Publication {
 pub struct Data(Bytes);
 
 impl Data {
-    /// `raw`, which was parsed from `body` (borrowed from it), as a slice of `body`. A
-    /// value that does not lie within `body` is copied instead.
-    pub fn in_body(body: &Bytes, raw: RawJson<'_>) -> Self {
-        let text = raw.0.as_bytes();
+    /// `raw`, which was parsed from `body` (as a borrowed `RawValue` is), as a slice of
+    /// `body`. A value that does not lie within `body` is copied instead.
+    pub fn in_body(body: &Bytes, raw: &RawValue) -> Self {
+        let text = raw.get().as_bytes();
         let (within, inner) = (body.as_ptr_range(), text.as_ptr_range());
         // `slice_ref` panics on a slice from elsewhere: check first.
         if within.start <= inner.start && inner.end <= within.end {
@@ -124,14 +124,14 @@ mod tests {
         #[derive(Deserialize)]
         struct Body<'a> {
             #[serde(borrow)]
-            data: RawJson<'a>,
+            data: &'a RawValue,
         }
         let raw = serde_json::from_slice::<Body<'_>>(&body).unwrap().data;
         let data = Data::in_body(&body, raw);
         assert_eq!(data.get(), r#"[1, "x"]"#);
-        assert_eq!(data.as_bytes().as_ptr(), raw.0.as_ptr(), "not copied");
+        assert_eq!(data.as_bytes().as_ptr(), raw.get().as_ptr(), "not copied");
         let elsewhere = RawValue::from_string("[1]".into()).unwrap();
-        let copied = Data::in_body(&body, RawJson(elsewhere.get()));
+        let copied = Data::in_body(&body, &elsewhere);
         assert_eq!(copied.get(), "[1]");
         assert_ne!(copied.as_bytes().as_ptr(), elsewhere.get().as_ptr());
     }
