@@ -125,14 +125,30 @@ impl Node {
         &self,
         publication: Publication,
     ) -> impl Future<Output = Result<Published, BrokerError>> + '_ {
-        match self.broker.publish_now(publication) {
-            PublishNow::Done(published) => Either::Left(std::future::ready(
-                published.inspect_err(|_| self.metrics.broker_publish_errors.inc()),
-            )),
-            PublishNow::Wait(publication) => Either::Right(async move {
-                let published = self.broker.publish(publication).await;
-                published.inspect_err(|_| self.metrics.broker_publish_errors.inc())
-            }),
+        match self.publish_now(publication) {
+            PublishNow::Done(published) => Either::Left(std::future::ready(published)),
+            PublishNow::Wait(publication) => Either::Right(self.publish_waiting(publication)),
         }
+    }
+
+    /// [`Node::publish`] as far as it goes without waiting: `Done` when the broker
+    /// published at once (a failure counted), else `Wait` with the publication, for
+    /// [`Node::publish_waiting`].
+    pub fn publish_now(&self, publication: Publication) -> PublishNow {
+        match self.broker.publish_now(publication) {
+            PublishNow::Done(published) => PublishNow::Done(
+                published.inspect_err(|_| self.metrics.broker_publish_errors.inc()),
+            ),
+            wait @ PublishNow::Wait(_) => wait,
+        }
+    }
+
+    /// Publishes what [`Node::publish_now`] gave back, waiting for the broker.
+    pub async fn publish_waiting(
+        &self,
+        publication: Publication,
+    ) -> Result<Published, BrokerError> {
+        let published = self.broker.publish(publication).await;
+        published.inspect_err(|_| self.metrics.broker_publish_errors.inc())
     }
 }

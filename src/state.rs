@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, Published};
+use crate::broker::{Broker, BrokerError, PublishNow, Published};
 use crate::config::Config;
 use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
@@ -98,6 +98,19 @@ impl AppState {
         publication: Publication,
     ) -> impl Future<Output = Result<Published, BrokerError>> + '_ {
         self.node.publish(publication)
+    }
+
+    /// [`AppState::publish`] as far as it goes without waiting (see [`Node::publish_now`]).
+    pub fn publish_now(&self, publication: Publication) -> PublishNow {
+        self.node.publish_now(publication)
+    }
+
+    /// Publishes what [`AppState::publish_now`] gave back, waiting for the broker.
+    pub async fn publish_waiting(
+        &self,
+        publication: Publication,
+    ) -> Result<Published, BrokerError> {
+        self.node.publish_waiting(publication).await
     }
 
     /// WebSocket connections currently open.

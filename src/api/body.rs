@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::Either;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use warp::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use warp::http::header::CONTENT_TYPE;
 use warp::http::{HeaderMap, HeaderName};
 use warp::{Filter, Rejection};
 
@@ -42,7 +42,8 @@ pub fn json_body(
 }
 
 /// [`json_body`] for a request answered outside warp's filters (`transport::hot`): the
-/// same checks, limits and errors, on its headers and body.
+/// same checks, limits and errors, on its headers and body. The declared length is the
+/// body's exact size hint, which hyper takes from `Content-Length`.
 ///
 /// Polled by hand rather than through `read` and `tokio::time::timeout`: their nested
 /// futures (a timer included) are about 1.3 KiB, which every future awaiting this one
@@ -60,10 +61,14 @@ where
     B::Error: std::fmt::Display,
 {
     let head = (|| {
-        let content_type = header_text(headers, CONTENT_TYPE)?;
-        let length = header_text(headers, CONTENT_LENGTH)?
-            .map(|l| l.parse::<u64>().map_err(|_| invalid_header(CONTENT_LENGTH)))
-            .transpose()?;
+        // The usual value, compared as bytes: no need to check it is text first.
+        let content_type = match headers.get(CONTENT_TYPE) {
+            Some(v) if v.as_bytes() == b"application/json" => Some("application/json"),
+            _ => header_text(headers, CONTENT_TYPE)?,
+        };
+        // hyper has read `Content-Length` already (refusing a malformed one with 400);
+        // the body's exact size is that length, and unknown for a chunked body.
+        let length = body.size_hint().exact();
         check_head(content_type, length, limit)
     })();
     let capacity = match head {
@@ -201,6 +206,10 @@ impl Gather {
 
 /// `application/json`, with or without parameters such as `charset`.
 fn is_json(content_type: &str) -> bool {
+    if content_type == "application/json" {
+        // The usual value, without the general steps below.
+        return true;
+    }
     // Parameters after `;`, and the whitespace around the type, do not matter (header
     // values are visible ASCII here, so ASCII trimming is the whole job).
     let essence = match content_type.split_once(';') {

@@ -2,11 +2,15 @@
 
 use std::collections::HashSet;
 
+use std::future::{ready, Ready};
+
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, Either};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{body, json_bytes, ApiError};
+use crate::broker::{PublishNow, Published};
 use crate::metrics::Via;
 use crate::protocol::{
     Accepted, Data, EventName, GroupName, NotifyRequest, Publication, Text, UserId,
@@ -107,13 +111,52 @@ impl Notification {
     }
 }
 
+/// How `POST /notify` answers: at once, or later.
+pub type Answer =
+    Either<Ready<Result<Response, ApiError>>, BoxFuture<'static, Result<Response, ApiError>>>;
+
 /// `POST /notify`: publishes the event to each target group and reports offsets and
 /// local recipients.
-pub async fn notify(state: AppState, raw: Bytes) -> Result<Response, ApiError> {
-    let notification = Notification::parse(&raw)?;
-    let accepted = notification.publish(&state).await?;
+///
+/// Not an `async fn`: a notification to one group through a broker that publishes at
+/// once (memory) is answered when this is called, so the caller carries a ready
+/// response instead of this handler's state (which it would move and copy with every
+/// future around it). Other cases go on in a boxed future.
+pub fn notify(state: AppState, raw: Bytes) -> Answer {
+    let notification = match Notification::parse(&raw) {
+        Ok(notification) => notification,
+        Err(e) => return Either::Left(ready(Err(e))),
+    };
+    let Targets::One(group) = &notification.targets else {
+        return Either::Right(Box::pin(async move {
+            let accepted = notification.publish(&state).await?;
+            Ok(accepted_reply(&state, &accepted))
+        }));
+    };
+    let id = crate::id::next();
+    let reply = move |state: &AppState, published: Published| {
+        let accepted = Accepted::Single {
+            id,
+            offset: published.offset,
+            recipients: published.recipients,
+        };
+        accepted_reply(state, &accepted)
+    };
+    match state.publish_now(notification.publication(group)) {
+        PublishNow::Done(published) => Either::Left(ready(
+            published.map(|p| reply(&state, p)).map_err(ApiError::from),
+        )),
+        PublishNow::Wait(publication) => Either::Right(Box::pin(async move {
+            let published = state.publish_waiting(publication).await?;
+            Ok(reply(&state, published))
+        })),
+    }
+}
+
+/// The 202 for an accepted notification, counted.
+fn accepted_reply(state: &AppState, accepted: &Accepted<'_>) -> Response {
     state.metrics.notifications_accepted(Via::Notify, 1);
-    Ok(json_bytes(StatusCode::ACCEPTED, accepted.to_json()))
+    json_bytes(StatusCode::ACCEPTED, accepted.to_json())
 }
 
 /// Validates `users`: 1 to [`MAX_TARGET_USERS`] valid ids (repeats are harmless).

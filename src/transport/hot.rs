@@ -96,16 +96,18 @@ impl HotRoutes {
         };
         let body = self.body(req, limit);
         // `then`, not an `async` block awaiting `body`: the body's future and the
-        // handler's take turns in one place instead of each having its own.
-        body.then(move |read| async move {
+        // handler's take turns in one place instead of each having its own. The
+        // handler's is `notify`'s answer (usually a ready response) or the batch's, boxed:
+        // a batch costs that once for all its items.
+        body.then(move |read| {
             let answer = match read {
                 Ok(raw) => match route {
-                    Hot::Notify => api::notify::notify(state, raw).await,
-                    Hot::Batch => api::batch::notify_batch(state, raw).await,
+                    Hot::Notify => api::notify::notify(state, raw),
+                    Hot::Batch => Either::Right(api::batch::notify_batch(state, raw).boxed()),
                 },
-                Err(e) => Err(e),
+                Err(e) => Either::Left(std::future::ready(Err(e))),
             };
-            answer.unwrap_or_else(|e| e.to_response())
+            answer.map(|answer| answer.unwrap_or_else(|e| e.to_response()))
         })
     }
 

@@ -11,7 +11,7 @@ use futures_util::task::AtomicWaker;
 use tokio_util::sync::CancellationToken;
 
 use super::slots::{Slot, Slots, Waiter};
-use crate::metrics::HttpClose;
+use crate::metrics::{HttpClose, HttpConnectionMetrics};
 
 /// Waiting for (or reading) a request head.
 const WAITING: u8 = 0;
@@ -36,6 +36,10 @@ pub(super) struct Activity {
     phase: AtomicU8,
     /// Requests answered so far: a change tells the socket wrapper a new wait began.
     answered: AtomicU64,
+    /// 1 + the number (see [`Activity::begin_request`]) of the latest request whose body
+    /// was read to its end; 0 for none. A number rather than a flag, so that a body left
+    /// over from an earlier request cannot speak for a later one.
+    body_read: AtomicU64,
     /// A read that went pending while a request was handled, woken by the answer.
     reader: AtomicWaker,
     /// Cancelled to evict this connection while it waits (see [`Slots`]).
@@ -48,23 +52,33 @@ pub(super) struct Activity {
     permit: Mutex<Option<Slot>>,
     /// Which read deadline passed, if one did (set by the socket wrapper).
     deadline_passed: OnceLock<HttpClose>,
+    /// Where the connection is counted when herald cuts it off; kept here so a request
+    /// reaches it without a clone of its own (each is a few reference counts).
+    pub(super) metrics: HttpConnectionMetrics,
 }
 
 impl Activity {
-    /// A new connection holding `permit`, waiting for its first request.
-    pub(super) fn new(slots: Arc<Slots>, permit: Slot) -> Arc<Self> {
+    /// A new connection holding `permit`, waiting for its first request, counted in
+    /// `metrics`.
+    pub(super) fn new(
+        slots: Arc<Slots>,
+        permit: Slot,
+        metrics: HttpConnectionMetrics,
+    ) -> Arc<Self> {
         let evict = CancellationToken::new();
         let waiter = Waiter::new(evict.clone());
         slots.list(&waiter);
         Arc::new(Self {
             phase: AtomicU8::new(WAITING),
             answered: AtomicU64::new(0),
+            body_read: AtomicU64::new(0),
             reader: AtomicWaker::new(),
             evict,
             slots,
             waiter,
             permit: Mutex::new(Some(permit)),
             deadline_passed: OnceLock::new(),
+            metrics,
         })
     }
 
@@ -97,10 +111,22 @@ impl Activity {
         self.deadline_passed.get().copied()
     }
 
-    /// A request head arrived: no longer evictable until it is answered.
-    pub(super) fn begin_request(&self) {
+    /// A request head arrived: no longer evictable until it is answered. Returns the
+    /// request's number on this connection (0 for the first).
+    pub(super) fn begin_request(&self) -> u64 {
         self.phase.store(BUSY, Ordering::Release);
         self.waiter.busy();
+        self.answered()
+    }
+
+    /// Request `request`'s body was read to its end.
+    pub(super) fn body_read(&self, request: u64) {
+        self.body_read.store(request + 1, Ordering::Release);
+    }
+
+    /// Whether request `request`'s body was read to its end.
+    pub(super) fn was_body_read(&self, request: u64) -> bool {
+        self.body_read.load(Ordering::Acquire) == request + 1
     }
 
     /// The request is answered. After a `101` the connection is a WebSocket and gives

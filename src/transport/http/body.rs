@@ -3,7 +3,6 @@
 //! silently after the reply, and a pooled client's next request on it would fail.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -11,22 +10,30 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::activity::Activity;
+
 /// `Incoming`, observed.
 pub(in crate::transport) struct TrackedBody {
     inner: Incoming,
-    read_all: Arc<AtomicBool>,
+    /// Told when the body has been read to its end (its connection's bookkeeping, so no
+    /// allocation per request).
+    activity: Arc<Activity>,
+    /// The request's number on its connection.
+    request: u64,
 }
 
 impl TrackedBody {
-    /// Wraps `inner`; the flag turns true once the body has been read to its end (at
-    /// once for a request without a body).
-    pub(super) fn new(inner: Incoming) -> (Self, Arc<AtomicBool>) {
-        let read_all = Arc::new(AtomicBool::new(inner.is_end_stream()));
-        let body = Self {
+    /// Wraps `inner`, the body of `activity`'s request number `request`; the activity
+    /// hears once it has been read to its end (at once for a request without a body).
+    pub(super) fn new(inner: Incoming, activity: Arc<Activity>, request: u64) -> Self {
+        if inner.is_end_stream() {
+            activity.body_read(request);
+        }
+        Self {
             inner,
-            read_all: read_all.clone(),
-        };
-        (body, read_all)
+            activity,
+            request,
+        }
     }
 }
 
@@ -41,7 +48,7 @@ impl Body for TrackedBody {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
         if matches!(frame, Poll::Ready(None)) || this.inner.is_end_stream() {
-            this.read_all.store(true, Ordering::Release);
+            this.activity.body_read(this.request);
         }
         frame
     }

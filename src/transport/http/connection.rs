@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -42,7 +41,6 @@ pub(super) async fn serve(
         router,
         activity: activity.clone(),
         remote,
-        metrics: metrics.clone(),
     };
     let mut builder = http1::Builder::new();
     builder
@@ -99,7 +97,6 @@ struct Handler {
     router: Router,
     activity: Arc<Activity>,
     remote: SocketAddr,
-    metrics: HttpConnectionMetrics,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Handler {
@@ -108,15 +105,14 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
     type Future = Handled;
 
     fn call(&self, req: Request<Incoming>) -> Handled {
-        self.activity.begin_request();
+        let request = self.activity.begin_request();
         let (parts, body) = req.into_parts();
-        let (body, read_all) = TrackedBody::new(body);
+        let body = TrackedBody::new(body, self.activity.clone(), request);
         let req = Request::from_parts(parts, body);
         Handled {
             answer: self.router.call(req, self.remote),
-            read_all,
+            request,
             activity: self.activity.clone(),
-            metrics: self.metrics.clone(),
         }
     }
 }
@@ -126,9 +122,9 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
 /// box around this would be a second allocation and copy per request.
 pub(super) struct Handled {
     answer: Answer,
-    read_all: Arc<AtomicBool>,
+    /// The request's number on its connection.
+    request: u64,
     activity: Arc<Activity>,
-    metrics: HttpConnectionMetrics,
 }
 
 impl Future for Handled {
@@ -138,7 +134,7 @@ impl Future for Handled {
         let this = self.get_mut();
         let mut res = ready!(Pin::new(&mut this.answer).poll(cx));
         let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if !upgraded && !this.read_all.load(Ordering::Acquire) {
+        if !upgraded && !this.activity.was_body_read(this.request) {
             // herald will not read the rest of this request, so it cannot keep the
             // connection; say so, or a pooled client would reuse it and fail.
             res.headers_mut()
@@ -146,7 +142,7 @@ impl Future for Handled {
         }
         if res.status() == StatusCode::REQUEST_TIMEOUT {
             // Only an unfinished body gets 408, and the connection closes with it.
-            this.metrics.closed(HttpClose::BodyTimeout);
+            this.activity.metrics.closed(HttpClose::BodyTimeout);
         }
         this.activity.end_request(upgraded);
         Poll::Ready(Ok(res))

@@ -36,10 +36,36 @@ pub(super) struct Deadlined {
     /// `Activity::answered` when the current wait began.
     answered: u64,
     /// When the current wait for a request began.
-    waiting_since: Instant,
-    /// When the first byte of the current request head arrived.
-    head_since: Option<Instant>,
+    waiting_since: Since,
+    /// When the first byte of the current request head arrived, once one has.
+    head_since: Option<Since>,
     timer: Pin<Box<Sleep>>,
+}
+
+/// When a wait began. The clock is read only once a deadline is needed, that is when a
+/// read would wait: most waits end at the first read (a whole request head arrives at
+/// once), and a read of the clock per request and per head is a measurable part of
+/// answering one. A wait that needs its deadline is stamped at its first read that
+/// would wait, right after (microseconds after) it began.
+#[derive(Debug, Clone, Copy)]
+enum Since {
+    /// Began, not stamped yet.
+    Now,
+    At(Instant),
+}
+
+impl Since {
+    /// When the wait began, stamping it now if it was not yet.
+    fn stamp(&mut self) -> Instant {
+        match *self {
+            Self::At(at) => at,
+            Self::Now => {
+                let now = Instant::now();
+                *self = Self::At(now);
+                now
+            }
+        }
+    }
 }
 
 impl Deadlined {
@@ -56,8 +82,8 @@ impl Deadlined {
             answered: activity.answered(),
             activity,
             deadlines,
-            waiting_since: now,
-            head_since: Some(now),
+            waiting_since: Since::At(now),
+            head_since: Some(Since::At(now)),
             timer: Box::pin(tokio::time::sleep_until(now + deadlines.header)),
         }
     }
@@ -68,17 +94,21 @@ impl Deadlined {
         self.stream
     }
 
-    /// The deadline of the current wait.
-    fn deadline(&mut self) -> Instant {
+    /// Notes a new wait if a request was answered since the last read.
+    fn follow(&mut self) {
         let answered = self.activity.answered();
         if answered != self.answered {
             self.answered = answered;
-            self.waiting_since = Instant::now();
+            self.waiting_since = Since::Now;
             self.head_since = None;
         }
-        match self.head_since {
-            Some(start) => start + self.deadlines.header,
-            None => self.waiting_since + self.deadlines.idle,
+    }
+
+    /// The deadline of the current wait.
+    fn deadline(&mut self) -> Instant {
+        match &mut self.head_since {
+            Some(start) => start.stamp() + self.deadlines.header,
+            None => self.waiting_since.stamp() + self.deadlines.idle,
         }
     }
 }
@@ -104,16 +134,17 @@ impl AsyncRead for Deadlined {
             }
             Phase::Upgraded => return read,
         }
-        let deadline = this.deadline();
+        this.follow();
         match read {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before && this.head_since.is_none() {
-                    this.head_since = Some(Instant::now());
+                    this.head_since = Some(Since::Now);
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                let deadline = this.deadline();
                 // The timer is only moved earlier here. Each answer pushes the idle
                 // deadline later, and re-arming the timer wheel for that on every request
                 // costs more than the rest of this wrapper: a timer that fires before the

@@ -99,7 +99,7 @@ pub async fn serve(
                 refuse(stream).await;
                 return;
             };
-            let activity = Activity::new(slots, slot);
+            let activity = Activity::new(slots, slot, metrics.clone());
             connection::serve(stream, remote, router, activity, limits, shutdown, metrics).await;
         });
     }
