@@ -151,22 +151,53 @@ impl Member {
     }
 
     /// Writes a frame published at `at` straight to the socket when nothing is queued,
-    /// held or scheduled for it (else queues it exactly as [`Member::try_deliver_at`],
-    /// which may report [`Delivery::Scheduled`]). [`Delivery::Written`] when the socket
-    /// took it whole; what it does not take is left to the session, which is woken.
+    /// held or scheduled for it, else queues it (see [`Member::try_write_all`]).
     pub fn try_write_at(&self, frame: &Bytes, at: Instant) -> Delivery {
+        self.try_write_all(std::slice::from_ref(frame), at).0
+    }
+
+    /// Writes `frames` (in order, the first published at `at`) straight to the socket
+    /// with vectored writes when nothing is queued, held or scheduled for it; else queues
+    /// them behind what is, for whoever writes that (a drain or the session), as long
+    /// as they fit the queue. Returns what happened and how many frames the socket took
+    /// whole: [`Delivery::Written`] when it took them all; what it does not take is left
+    /// to the session, which is woken. Frames that do not fit the queue close the
+    /// connection as a slow consumer ([`Delivery::Slow`]), as a full queue does.
+    pub fn try_write_all(&self, frames: &[Bytes], at: Instant) -> (Delivery, usize) {
         let mut state = self.state();
-        let free = state.out.queue.is_empty() && !state.scheduled && !state.held;
-        if state.ended || !free || state.out.socket.is_none() {
-            return self.deliver_locked(state, frame, at, true);
+        if state.ended {
+            return (Delivery::Gone, 0);
         }
-        let queued = state.out.write_through(frame, at);
+        let free = state.out.queue.is_empty() && !state.scheduled && !state.held;
+        if !free || state.out.socket.is_none() {
+            if state.out.queue.len() + frames.len() > self.0.capacity {
+                return (self.refuse_slow(state), 0);
+            }
+            // Whoever writes what is queued (the drain that scheduled it, or the
+            // session, already woken for it) writes these too; only a first frame held
+            // or waiting for the socket wakes the session.
+            let wake = state.out.queue.is_empty() && !state.scheduled;
+            for frame in frames {
+                state.out.push_back(Outbound::Frame(frame.clone()), at);
+            }
+            drop(state);
+            if wake {
+                self.0.ready.notify_one();
+            }
+            return (Delivery::Queued, 0);
+        }
+        let (written, queued) = state.out.write_through(frames, at);
+        let over = state.out.queue.len() > self.0.capacity;
         drop(state);
+        if over {
+            self.close_now(CloseCode::SLOW_CONSUMER.frame());
+            return (Delivery::Slow, written);
+        }
         match queued {
-            Ok(false) => Delivery::Written,
+            Ok(false) => (Delivery::Written, written),
             Ok(true) | Err(_) => {
                 self.0.ready.notify_one();
-                Delivery::Queued
+                (Delivery::Queued, written)
             }
         }
     }
