@@ -123,14 +123,19 @@ impl Drains {
 
     /// Splits `members` into one share per drain (empty shares included).
     pub(super) fn split<'a>(&self, members: impl Iterator<Item = &'a Member>) -> Box<[Share]> {
-        if self.lists.len() == 1 {
-            return Box::new([members.cloned().collect()]);
-        }
         let mut split: Vec<Vec<Member>> = vec![Vec::new(); self.lists.len()];
         for member in members {
             split[self.index(member)].push(member.clone());
         }
-        split.into_iter().map(Share::from).collect()
+        // In connection order: the kernel allocated their sockets in about that order,
+        // so consecutive writes touch neighbouring socket memory.
+        split
+            .into_iter()
+            .map(|mut share| {
+                share.sort_unstable_by_key(Member::id);
+                Share::from(share)
+            })
+            .collect()
     }
 
     /// Hands a fan-out of `frame`, published at `at`, to the drains of `shares` (as
