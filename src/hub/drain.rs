@@ -36,6 +36,10 @@ const MAX_DRAINS: usize = 16;
 /// at a steady rate it changes nothing.
 const YIELD_EVERY: usize = 64;
 
+/// Members a drain touches at once before writing to them (see [`Member::warm`]); a
+/// divisor of [`YIELD_EVERY`].
+const WARM: usize = 16;
+
 /// One drain's share of a group's members, in the order they are written. Shared by
 /// every fan-out to the group until its next join or leave.
 pub(super) type Share = Arc<[Member]>;
@@ -263,18 +267,23 @@ impl Drain {
         while let Some((members, jobs)) = self.take() {
             for member in &members {
                 written += 1;
-                if written % YIELD_EVERY == 0 {
+                if written >= YIELD_EVERY {
+                    written = 0;
                     tokio::task::yield_now().await;
                 }
                 tally.flush(member);
             }
             for run in Runs::new(jobs) {
-                for member in run.members().iter() {
-                    written += 1;
-                    if written % YIELD_EVERY == 0 {
+                for chunk in run.members().chunks(WARM) {
+                    chunk.iter().for_each(Member::warm);
+                    for member in chunk {
+                        run.write(member, &mut tally);
+                    }
+                    written += chunk.len();
+                    if written >= YIELD_EVERY {
+                        written = 0;
                         tokio::task::yield_now().await;
                     }
-                    run.write(member, &mut tally);
                 }
                 run.done();
             }
