@@ -28,17 +28,21 @@ pub type ConnId = u64;
 #[derive(Clone, Debug)]
 pub struct Member(Arc<Shared>);
 
+// `repr(C)`, `state` first and its hot fields first: what a drain's write reads (the
+// lock word, the flags, the queue, the socket) lies in about one cache line, which
+// `Member::warm` loads ahead.
 #[derive(Debug)]
+#[repr(C)]
 struct Shared {
+    /// One plain mutex around the socket and its backlog: every write to the socket
+    /// happens under it, which is what keeps frames whole and in order. An idle
+    /// connection's backlog owns no memory (a channel would preallocate a block).
+    state: Mutex<State>,
     id: ConnId,
     /// The authenticated user (`sub`); `None` when auth is off.
     user: Option<UserId>,
     /// Most frames queued at once (`--send-queue`).
     capacity: usize,
-    /// One plain mutex around the socket and its backlog: every write to the socket
-    /// happens under it, which is what keeps frames whole and in order. An idle
-    /// connection's backlog owns no memory (a channel would preallocate a block).
-    state: Mutex<State>,
     /// Wakes the session when something was queued that it must finish writing, or when
     /// [`Member::close_now`] was called (see [`Member::close_requested`]).
     ready: Notify,
@@ -49,10 +53,8 @@ struct Shared {
 }
 
 #[derive(Debug, Default)]
+#[repr(C)]
 struct State {
-    out: Output,
-    /// First close requested wins; `None` with a cancelled shutdown token means shutdown.
-    close: Option<Close>,
     /// The session has ended; nothing more is delivered.
     ended: bool,
     /// The session is handling a client frame (a subscribe may join and resume): frames
@@ -60,6 +62,9 @@ struct State {
     held: bool,
     /// The member is on a drain's list: its queue is written when the drain runs.
     scheduled: bool,
+    out: Output,
+    /// First close requested wins; `None` with a cancelled shutdown token means shutdown.
+    close: Option<Close>,
 }
 
 /// What happened to one delivery.

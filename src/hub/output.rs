@@ -36,9 +36,10 @@ pub enum Outbound {
 /// The socket and its backlog. `Default` is a connection whose socket is not attached yet:
 /// everything queues until the session attaches it.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(super) struct Output {
-    pub(super) socket: Option<TcpStream>,
     pub(super) queue: VecDeque<Outbound>,
+    pub(super) socket: Option<TcpStream>,
     /// How many items at the front must go before anything else: a partly written item
     /// and the replies queued behind it. Replies and resumed frames are put after them.
     lead: usize,
