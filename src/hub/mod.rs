@@ -407,3 +407,6 @@ fn remove<K: std::hash::Hash + Eq>(map: &Sharded<K, Members>, key: &K, id: ConnI
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod drain_tests;
