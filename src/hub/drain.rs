@@ -17,7 +17,7 @@
 //! must come after the fan-outs already published (closing a group or a user's
 //! connections) wait for them with [`Drains::after`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -236,7 +236,7 @@ impl Drain {
                 let mut tally = Tally::default();
                 while let Some((members, jobs)) = self.take() {
                     members.iter().for_each(|m| tally.flush(m));
-                    for run in Runs::new(jobs) {
+                    for run in runs(jobs) {
                         run.members().iter().for_each(|m| run.write(m, &mut tally));
                         run.done();
                     }
@@ -273,7 +273,7 @@ impl Drain {
                 }
                 tally.flush(member);
             }
-            for run in Runs::new(jobs) {
+            for run in runs(jobs) {
                 for chunk in run.members().chunks(WARM) {
                     chunk.iter().for_each(Member::warm);
                     for member in chunk {
@@ -301,11 +301,48 @@ impl Drain {
     }
 }
 
-/// A drain's jobs as runs: consecutive records of one share (a group's fan-outs with no
-/// join or leave between them) become one run whose frames each member gets in one
-/// write; a barrier is a run of its own.
-struct Runs {
-    jobs: VecDeque<Job>,
+/// A drain's jobs as runs, in the order to write them: each group's records (by its
+/// `pending` count, which identifies the group) are gathered, in publication order, and
+/// consecutive ones with one share (no join or leave between them, no audience) become
+/// one run, whose frames each member gets in one write: a burst spread over many groups
+/// still reaches each member in one write per group. Groups are not ordered with respect
+/// to each other (herald orders notifications per group), but a barrier is: every record
+/// before it is written first.
+fn runs(jobs: VecDeque<Job>) -> Vec<Run> {
+    let mut out = Vec::new();
+    // Each group's runs since the last barrier, in order of first appearance.
+    let mut groups: Vec<Vec<Run>> = Vec::new();
+    let mut index: HashMap<*const AtomicUsize, usize> = HashMap::new();
+    for job in jobs {
+        let record = match job {
+            Job::Write(record) => record,
+            Job::Then(barrier) => {
+                out.extend(groups.drain(..).flatten());
+                index.clear();
+                out.push(Run::Then(barrier));
+                continue;
+            }
+        };
+        let next = groups.len();
+        let i = *index.entry(Arc::as_ptr(&record.pending)).or_insert(next);
+        if i == next {
+            groups.push(Vec::new());
+        }
+        let group = &mut groups[i];
+        match group.last_mut() {
+            Some(Run::Write {
+                frames, members, ..
+            }) if Arc::ptr_eq(members, &record.members) => frames.push(record.frame),
+            _ => group.push(Run::Write {
+                frames: vec![record.frame],
+                at: record.at,
+                members: record.members,
+                pending: record.pending,
+            }),
+        }
+    }
+    out.extend(groups.into_iter().flatten());
+    out
 }
 
 enum Run {
@@ -316,38 +353,6 @@ enum Run {
         pending: Arc<AtomicUsize>,
     },
     Then(Arc<Barrier>),
-}
-
-impl Runs {
-    fn new(jobs: VecDeque<Job>) -> Self {
-        Self { jobs }
-    }
-}
-
-impl Iterator for Runs {
-    type Item = Run;
-
-    fn next(&mut self) -> Option<Run> {
-        let first = match self.jobs.pop_front()? {
-            Job::Then(barrier) => return Some(Run::Then(barrier)),
-            Job::Write(record) => record,
-        };
-        let mut frames = vec![first.frame];
-        while let Some(Job::Write(next)) = self.jobs.front() {
-            if !Arc::ptr_eq(&next.members, &first.members) {
-                break;
-            }
-            if let Some(Job::Write(next)) = self.jobs.pop_front() {
-                frames.push(next.frame);
-            }
-        }
-        Some(Run::Write {
-            frames,
-            at: first.at,
-            members: first.members,
-            pending: first.pending,
-        })
-    }
 }
 
 impl Run {

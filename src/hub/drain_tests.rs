@@ -25,10 +25,14 @@ struct Client {
 
 impl Client {
     async fn connect(id: ConnId, capacity: usize) -> Self {
+        Self::connect_as(id, capacity, None).await
+    }
+
+    async fn connect_as(id: ConnId, capacity: usize, user: Option<UserId>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let connect = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(connect, listener.accept());
-        let member = Member::new(id, capacity, CancellationToken::new());
+        let member = Member::for_user(id, capacity, CancellationToken::new(), user);
         member.attach(accepted.unwrap().0);
         let mut client = client.unwrap();
         let read = tokio::spawn(async move {
@@ -198,4 +202,31 @@ async fn leave_and_close_group_keep_the_fan_outs_published_before_them() {
         assert_eq!(c.received().await, "1,2,");
     }
     assert_eq!(gone.received().await, "1,");
+}
+
+#[tokio::test]
+async fn fan_outs_to_everyone_and_to_some_users_stay_in_order_in_one_drain_run() {
+    let hub = Hub::new();
+    let ana = UserId::parse("ana").unwrap();
+    let mut clients = Vec::new();
+    for id in 1..=LARGE as ConnId {
+        let client = Client::connect_as(id, 64, Some(ana.clone())).await;
+        if hub.join(&g(), client.member.clone()) == Joined::First {
+            hub.synced(&g(), Position::default());
+        }
+        clients.push(client);
+    }
+    let only: HashSet<UserId> = [ana].into();
+    for offset in 1..=6 {
+        let frame = Bytes::from(format!("{offset},"));
+        let audience = match offset % 3 {
+            0 => Audience::Users(&only),
+            _ => Audience::Everyone,
+        };
+        hub.deliver(&g(), offset, &Epoch::default(), &frame, audience);
+    }
+    settled(&hub).await;
+    for c in clients {
+        assert_eq!(c.received().await, run(1, 6));
+    }
 }
