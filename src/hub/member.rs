@@ -199,19 +199,19 @@ impl Member {
             return (Delivery::Queued, 0);
         }
         let (written, queued) = state.out.write_through(frames, at);
+        if let Ok(false) = queued {
+            // The common case reads nothing more of the member (`capacity` is on
+            // another cache line).
+            return (Delivery::Written, written);
+        }
         let over = state.out.queue.len() > self.0.capacity;
         drop(state);
         if over {
             self.close_now(CloseCode::SLOW_CONSUMER.frame());
             return (Delivery::Slow, written);
         }
-        match queued {
-            Ok(false) => (Delivery::Written, written),
-            Ok(true) | Err(_) => {
-                self.0.ready.notify_one();
-                (Delivery::Queued, written)
-            }
-        }
+        self.0.ready.notify_one();
+        (Delivery::Queued, written)
     }
 
     fn deliver(&self, frame: &Bytes, at: Instant, drained: bool) -> Delivery {
