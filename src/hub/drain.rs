@@ -144,7 +144,13 @@ impl Drains {
 
     /// Hands a fan-out of `frame`, published at `at`, to the drains of `shares` (as
     /// [`Drains::split`] made them); `pending` counts the records until each is written.
-    pub(super) fn write(&self, shares: &[Share], frame: &Bytes, at: Instant, pending: &Arc<AtomicUsize>) {
+    pub(super) fn write(
+        &self,
+        shares: &[Share],
+        frame: &Bytes,
+        at: Instant,
+        pending: &Arc<AtomicUsize>,
+    ) {
         for (drain, members) in self.lists.iter().zip(shares) {
             if members.is_empty() {
                 continue;
@@ -254,7 +260,10 @@ impl Drain {
             work.running = false;
             return None;
         }
-        Some((std::mem::take(&mut work.members), std::mem::take(&mut work.jobs)))
+        Some((
+            std::mem::take(&mut work.members),
+            std::mem::take(&mut work.jobs),
+        ))
     }
 
     /// Writes everything added until none is left.
@@ -382,7 +391,9 @@ impl Run {
     /// and a barrier is passed.
     fn done(self) {
         match self {
-            Run::Write { frames, pending, .. } => {
+            Run::Write {
+                frames, pending, ..
+            } => {
                 pending.fetch_sub(frames.len(), Ordering::AcqRel);
             }
             Run::Then(barrier) => barrier.arrive(),

@@ -69,14 +69,9 @@ async fn group(hub: &Hub, first: ConnId, n: usize) -> Vec<Client> {
 
 /// Waits until the drains have written everything handed to them so far.
 async fn settled(hub: &Hub) {
-    let (done, wait) = tokio::sync::oneshot::channel();
-    hub.after_deliveries(move || {
-        let _ = done.send(());
-    });
-    tokio::time::timeout(Duration::from_secs(10), wait)
+    tokio::time::timeout(Duration::from_secs(10), hub.delivered())
         .await
-        .expect("the drains finish")
-        .unwrap();
+        .expect("the drains finish");
 }
 
 fn publish(hub: &Hub, offset: Offset) -> Fanout {
@@ -126,7 +121,11 @@ async fn a_group_sees_every_frame_in_order_across_bursts_steady_fan_outs_and_shr
         assert_eq!(c.received().await, run(1, offset));
     }
     for c in left {
-        assert_eq!(c.received().await, run(1, shrunk), "nothing after the leave");
+        assert_eq!(
+            c.received().await,
+            run(1, shrunk),
+            "nothing after the leave"
+        );
     }
 }
 
@@ -165,8 +164,12 @@ async fn a_member_that_does_not_read_is_closed_as_a_slow_consumer_by_the_drain()
         listener.accept()
     );
     let (stuck, accepted) = (stuck.unwrap(), accepted.unwrap().0);
-    socket2::SockRef::from(&stuck).set_recv_buffer_size(4096).unwrap();
-    socket2::SockRef::from(&accepted).set_send_buffer_size(4096).unwrap();
+    socket2::SockRef::from(&stuck)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    socket2::SockRef::from(&accepted)
+        .set_send_buffer_size(4096)
+        .unwrap();
     let slow = Member::new(100, 2, CancellationToken::new());
     slow.attach(accepted);
     hub.join(&g(), slow.clone());
@@ -178,7 +181,10 @@ async fn a_member_that_does_not_read_is_closed_as_a_slow_consumer_by_the_drain()
         hub.deliver(&g(), published, &Epoch::default(), &big, Audience::Everyone);
         settled(&hub).await;
     }
-    assert_eq!(slow.requested_close(), Some(CloseCode::SLOW_CONSUMER.frame()));
+    assert_eq!(
+        slow.requested_close(),
+        Some(CloseCode::SLOW_CONSUMER.frame())
+    );
     for c in readers {
         assert_eq!(c.received().await.len(), published as usize * big.len());
     }

@@ -35,8 +35,10 @@ type Members = HashMap<ConnId, Member>;
 
 /// Groups of at most this many local members are written inline by the publishing call
 /// (each idle member's socket gets the frame at once, see [`Member::try_write_at`]),
-/// unless they are in a burst (see [`BURST_GAP`]); larger ones always go through the
-/// drains, which gather a burst into one write per member. On 1,000 groups x 10 members,
+/// unless they are in a burst (see [`BURST_GAP`]) or have fan-outs pending in the
+/// drains; larger ones are handed to the drains whole (one record per drain, see
+/// `drain`), which write them after the publishing call returns and gather a burst
+/// into one write per member. On 1,000 groups x 10 members,
 /// inline writes deliver more per second than the drains, with a quarter of the p99
 /// (BENCHMARKS.md, "inline writes for small groups"); on a burst they would cost one write
 /// per frame per member where a drain writes several frames at once.
@@ -228,8 +230,8 @@ impl Hub {
         // While earlier fan-outs of the group wait in the drains, this one must queue
         // behind them; so must a large group's, so that the publisher does not wait
         // for it.
-        let small = entry.members().len() <= INLINE_MAX
-            && entry.pending().load(Ordering::Acquire) == 0;
+        let small =
+            entry.members().len() <= INLINE_MAX && entry.pending().load(Ordering::Acquire) == 0;
         if small {
             return self.deliver_small(entry, frame, now, audience);
         }
@@ -300,6 +302,17 @@ impl Hub {
     /// carrying the group's position) goes through here.
     pub fn after_deliveries(&self, then: impl FnOnce() + Send + 'static) {
         self.drains.after(then);
+    }
+
+    /// Resolves once every fan-out handed to the drains so far has been written to (or
+    /// queued on) its members (see [`Hub::after_deliveries`]).
+    pub async fn delivered(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.after_deliveries(move || {
+            let _ = done.send(());
+        });
+        // The sender is dropped only after sending (or if the runtime shuts down).
+        let _ = wait.await;
     }
 
     /// Removes every local member of `group` (forgetting the group) and closes each

@@ -116,7 +116,11 @@ impl Output {
     /// was queued (a partly written frame as the lead): the session must finish it. An
     /// error queues the rest, so the session's write meets the error and closes the
     /// connection as it would for a queued frame.
-    pub(super) fn write_through(&mut self, frames: &[Bytes], at: Instant) -> (usize, io::Result<bool>) {
+    pub(super) fn write_through(
+        &mut self,
+        frames: &[Bytes],
+        at: Instant,
+    ) -> (usize, io::Result<bool>) {
         let Some(socket) = &self.socket else {
             return (0, Err(io::ErrorKind::BrokenPipe.into()));
         };
@@ -130,7 +134,11 @@ impl Output {
             let mut offered = 0;
             let rest = frames[done..].iter().take(MAX_IOV);
             for (i, (slot, frame)) in iov.iter_mut().zip(rest).enumerate() {
-                let bytes = if i == 0 { &frame[partial..] } else { &frame[..] };
+                let bytes = if i == 0 {
+                    &frame[partial..]
+                } else {
+                    &frame[..]
+                };
                 *slot = IoSlice::new(bytes);
                 offered += bytes.len();
             }
