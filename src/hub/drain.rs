@@ -12,10 +12,16 @@
 //! vectored write (see [`Drains::schedule`]). What a socket does not take at once is
 //! left to that member's session, which finishes it when the socket is writable.
 //!
-//! A member always goes to the same drain (by connection id), and each drain writes its
-//! records in order, so a member sees a group's frames in publication order. Steps that
-//! must come after the fan-outs already published (closing a group or a user's
-//! connections) wait for them with [`Drains::after`].
+//! A member always goes to the same drain (by connection id), and each drain writes a
+//! group's records in order, so a member sees a group's frames in publication order.
+//! Steps that must come after the fan-outs already published (closing a group or a
+//! user's connections, a shutdown) wait for them with [`Drains::after`].
+//!
+//! What bounds the records waiting: a drain takes all of them at once and writes each
+//! group's in one pass over its members, so a pass costs the same however many records
+//! came in meanwhile; publishers that outpace it only make the next pass's writes
+//! fuller. A member that cannot take them all gets at most its queue's bound
+//! (`--send-queue`) queued, and is closed as a slow consumer beyond it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
