@@ -236,3 +236,30 @@ async fn fan_outs_to_everyone_and_to_some_users_stay_in_order_in_one_drain_run()
         assert_eq!(c.received().await, run(1, 6));
     }
 }
+
+#[tokio::test]
+async fn a_connection_that_leaves_and_joins_again_gets_the_frames_in_order() {
+    let hub = Hub::new();
+    let mut clients = group(&hub, 1, LARGE).await;
+    publish(&hub, 1);
+    // Every member leaves (the group is forgotten) before the drain wrote offset 1; one
+    // joins again at once and the group is small now: its next frame must not overtake.
+    for c in &clients {
+        hub.leave(&g(), c.member.id());
+    }
+    let back = clients.pop().unwrap();
+    assert_eq!(hub.join(&g(), back.member.clone()), Joined::First);
+    hub.synced(
+        &g(),
+        Position {
+            offset: 1,
+            epoch: Epoch::default(),
+        },
+    );
+    publish(&hub, 2);
+    settled(&hub).await;
+    assert_eq!(back.received().await, "1,2,");
+    for c in clients {
+        assert_eq!(c.received().await, "1,");
+    }
+}

@@ -19,7 +19,7 @@ pub use output::{Flushed, Outbound};
 pub use shard::SHARDS;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,6 +62,11 @@ pub struct Hub {
     users: Sharded<UserId, Members>,
     /// Write the queues that fan-outs fill (see `drain`).
     drains: Drains,
+    /// The pending counts (see `Group::pending`) of groups forgotten while fan-outs to
+    /// them were still in the drains. A group created again under that name before they
+    /// are written takes its count over, so its first fan-outs queue behind them: a
+    /// connection that left and joins again still gets the group's frames in order.
+    retired: Sharded<GroupName, Arc<AtomicUsize>>,
     /// When the hub was created: group fan-out times are kept as nanoseconds since.
     started: Instant,
 }
@@ -125,6 +130,7 @@ impl Hub {
             groups: Sharded::new(),
             users: Sharded::new(),
             drains: Drains::new(metrics),
+            retired: Sharded::new(),
             started: Instant::now(),
         }
     }
@@ -133,7 +139,10 @@ impl Hub {
     /// first local member, the moment the node starts watching the group in the broker.
     pub fn join(&self, group: &GroupName, member: Member) -> Joined {
         let mut shard = self.groups.write(group);
-        let entry = shard.entry(group.clone()).or_insert_with(Group::syncing);
+        let entry = shard.entry(group.clone()).or_insert_with(|| {
+            let pending = self.retired.write(group).remove(group);
+            Group::syncing_behind(pending.unwrap_or_default())
+        });
         let first = entry.members().is_empty();
         entry.insert(member);
         if first {
@@ -173,9 +182,21 @@ impl Hub {
         }
         let empty = entry.members().is_empty();
         if empty {
+            self.retire(group, entry);
             shard.remove(group);
         }
         empty
+    }
+
+    /// Keeps the pending count of `group`, being forgotten, while fan-outs to it are
+    /// still in the drains (see `retired`); drops the counts that reached zero.
+    fn retire(&self, group: &GroupName, entry: &Group) {
+        let pending = entry.pending();
+        if pending.load(Ordering::Acquire) > 0 {
+            let mut retired = self.retired.write(group);
+            retired.retain(|_, p| p.load(Ordering::Acquire) > 0);
+            retired.insert(group.clone(), pending.clone());
+        }
     }
 
     /// Every group with local members (the groups the node watches).
@@ -319,7 +340,12 @@ impl Hub {
     /// connection with `close` after the notifications already published to it.
     /// Returns how many connections are closed.
     pub fn close_group(&self, group: &GroupName, close: &Close) -> usize {
-        let removed = self.groups.write(group).remove(group);
+        let mut shard = self.groups.write(group);
+        let removed = shard.remove(group);
+        if let Some(entry) = &removed {
+            self.retire(group, entry);
+        }
+        drop(shard);
         let members = removed.map(Group::into_members).unwrap_or_default();
         self.close_all(members, close)
     }
