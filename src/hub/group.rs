@@ -64,14 +64,10 @@ fn fingerprint(epoch: &Epoch) -> u64 {
 }
 
 impl Group {
-    /// A group the node has just started to watch.
-    pub(super) fn syncing() -> Self {
-        Self::syncing_behind(Arc::default())
-    }
-
-    /// [`Group::syncing`], with `pending` counting the fan-outs still in the drains of
-    /// the group of that name the node last had (see `Hub::retire`).
-    pub(super) fn syncing_behind(pending: Arc<AtomicUsize>) -> Self {
+    /// A group the node has just started to watch; `pending` counts the fan-outs still
+    /// in the drains of the group of that name the node had before, if any (see
+    /// `Hub::retire`).
+    pub(super) fn syncing(pending: Arc<AtomicUsize>) -> Self {
         Self {
             members: HashMap::new(),
             snapshot: OnceLock::new(),

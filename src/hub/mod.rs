@@ -141,7 +141,7 @@ impl Hub {
         let mut shard = self.groups.write(group);
         let entry = shard.entry(group.clone()).or_insert_with(|| {
             let pending = self.retired.write(group).remove(group);
-            Group::syncing_behind(pending.unwrap_or_default())
+            Group::syncing(pending.unwrap_or_default())
         });
         let first = entry.members().is_empty();
         entry.insert(member);
