@@ -115,9 +115,14 @@ impl Server {
             connections = state.connections_open(),
             "shutting down: closing connections with 1012"
         );
+        let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
+        // Notifications already published reach their members before the 1012 (the
+        // drains never wait on a client, so this takes as long as their writes).
+        let delivered = state.node.local.hub().delivered();
+        let _ = tokio::time::timeout_at(deadline, delivered).await;
         state.shutdown.cancel();
         state.sessions.close();
-        let drained = tokio::time::timeout(state.config.drain_timeout, async {
+        let drained = tokio::time::timeout_at(deadline, async {
             for listener in listeners {
                 let _ = listener.await;
             }

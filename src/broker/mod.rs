@@ -11,7 +11,9 @@
 //!
 //! # What `recipients` in the `POST /notify` reply counts
 //! - [`MemoryBroker`]: the members of the group on this (the only) node that the
-//!   notification was queued for, after `users` targeting.
+//!   notification was handed to, after `users` targeting: its members when it was
+//!   published (a large group's frames are written by the hub's drains just after the
+//!   reply; a member closed meanwhile is still counted).
 //! - Redis broker: the herald nodes that received the publication, that is nodes with at
 //!   least one member in the group (Redis' `PUBLISH` answer). Delivery on each node
 //!   happens after the reply, so members are not counted; `GET /groups/{group}` gives the

@@ -1,9 +1,10 @@
 //! One group on this node: its local members and where its local delivery stands.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::drain::{Drains, Share};
 use super::{ConnId, Member};
 use crate::protocol::{Epoch, Offset, Position};
 
@@ -18,7 +19,14 @@ use crate::protocol::{Epoch, Offset, Position};
 /// never race with each other.
 #[derive(Debug)]
 pub(super) struct Group {
-    pub(super) members: HashMap<ConnId, Member>,
+    members: HashMap<ConnId, Member>,
+    /// `members` split over the drains, made by the first fan-out that needs it after a
+    /// join or leave: the fan-outs between two changes all share it, so handing a
+    /// fan-out to the drains costs the publishing call no per-member work.
+    snapshot: OnceLock<Box<[Share]>>,
+    /// Fan-outs handed to the drains and not yet written. While any is, every fan-out
+    /// here goes through the drains too, so none overtakes them.
+    pending: Arc<AtomicUsize>,
     /// Offset of the last publication delivered here, or the broker's offset when the
     /// node started watching the group, whichever is later.
     last: AtomicU64,
@@ -56,10 +64,14 @@ fn fingerprint(epoch: &Epoch) -> u64 {
 }
 
 impl Group {
-    /// A group the node has just started to watch.
-    pub(super) fn syncing() -> Self {
+    /// A group the node has just started to watch; `pending` counts the fan-outs still
+    /// in the drains of the group of that name the node had before, if any (see
+    /// `Hub::retire`).
+    pub(super) fn syncing(pending: Arc<AtomicUsize>) -> Self {
         Self {
             members: HashMap::new(),
+            snapshot: OnceLock::new(),
+            pending,
             last: AtomicU64::new(0),
             syncing: AtomicBool::new(true),
             first: AtomicU64::new(0),
@@ -67,6 +79,43 @@ impl Group {
             fingerprint: AtomicU64::new(fingerprint(&Epoch::default())),
             epoch: Mutex::new(Epoch::default()),
         }
+    }
+
+    /// The local members.
+    pub(super) fn members(&self) -> &HashMap<ConnId, Member> {
+        &self.members
+    }
+
+    /// Takes the local members (the group is being closed).
+    pub(super) fn into_members(self) -> HashMap<ConnId, Member> {
+        self.members
+    }
+
+    /// Adds a member (a join, under the shard's write lock).
+    pub(super) fn insert(&mut self, member: Member) {
+        self.snapshot.take();
+        self.members.insert(member.id(), member);
+    }
+
+    /// Removes a member; false when it was not one.
+    pub(super) fn remove(&mut self, id: ConnId) -> bool {
+        let removed = self.members.remove(&id).is_some();
+        if removed {
+            self.snapshot.take();
+        }
+        removed
+    }
+
+    /// Every member, split over `drains` (see [`Drains::split`]); built once per change
+    /// of the members.
+    pub(super) fn snapshot(&self, drains: &Drains) -> &[Share] {
+        self.snapshot
+            .get_or_init(|| drains.split(self.members.values()))
+    }
+
+    /// The count of this group's fan-outs not yet written by the drains.
+    pub(super) fn pending(&self) -> &Arc<AtomicUsize> {
+        &self.pending
     }
 
     /// The group's epoch, through `&mut` (the shard's write lock): no locking.

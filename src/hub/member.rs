@@ -28,17 +28,21 @@ pub type ConnId = u64;
 #[derive(Clone, Debug)]
 pub struct Member(Arc<Shared>);
 
+// `repr(C)`, `state` first and its hot fields first: what a drain's write reads (the
+// lock word, the flags, the queue, the socket) lies in about one cache line, which
+// `Member::warm` loads ahead.
 #[derive(Debug)]
+#[repr(C)]
 struct Shared {
+    /// One plain mutex around the socket and its backlog: every write to the socket
+    /// happens under it, which is what keeps frames whole and in order. An idle
+    /// connection's backlog owns no memory (a channel would preallocate a block).
+    state: Mutex<State>,
     id: ConnId,
     /// The authenticated user (`sub`); `None` when auth is off.
     user: Option<UserId>,
     /// Most frames queued at once (`--send-queue`).
     capacity: usize,
-    /// One plain mutex around the socket and its backlog: every write to the socket
-    /// happens under it, which is what keeps frames whole and in order. An idle
-    /// connection's backlog owns no memory (a channel would preallocate a block).
-    state: Mutex<State>,
     /// Wakes the session when something was queued that it must finish writing, or when
     /// [`Member::close_now`] was called (see [`Member::close_requested`]).
     ready: Notify,
@@ -49,10 +53,8 @@ struct Shared {
 }
 
 #[derive(Debug, Default)]
+#[repr(C)]
 struct State {
-    out: Output,
-    /// First close requested wins; `None` with a cancelled shutdown token means shutdown.
-    close: Option<Close>,
     /// The session has ended; nothing more is delivered.
     ended: bool,
     /// The session is handling a client frame (a subscribe may join and resume): frames
@@ -60,6 +62,9 @@ struct State {
     held: bool,
     /// The member is on a drain's list: its queue is written when the drain runs.
     scheduled: bool,
+    out: Output,
+    /// First close requested wins; `None` with a cancelled shutdown token means shutdown.
+    close: Option<Close>,
 }
 
 /// What happened to one delivery.
@@ -150,25 +155,63 @@ impl Member {
         self.deliver(frame, at, true)
     }
 
+    /// Reads the member's lock word without taking the lock: a drain touches several
+    /// members this way before writing to them one by one, so that their cache misses
+    /// overlap instead of stalling each write in turn.
+    pub(super) fn warm(&self) {
+        std::hint::black_box(self.0.state.is_poisoned());
+    }
+
     /// Writes a frame published at `at` straight to the socket when nothing is queued,
-    /// held or scheduled for it (else queues it exactly as [`Member::try_deliver_at`],
-    /// which may report [`Delivery::Scheduled`]). [`Delivery::Written`] when the socket
-    /// took it whole; what it does not take is left to the session, which is woken.
+    /// held or scheduled for it, else queues it (see [`Member::try_write_all`]).
     pub fn try_write_at(&self, frame: &Bytes, at: Instant) -> Delivery {
+        self.try_write_all(std::slice::from_ref(frame), at).0
+    }
+
+    /// Writes `frames` (in order, the first published at `at`) straight to the socket
+    /// with vectored writes when nothing is queued, held or scheduled for it; else queues
+    /// them behind what is, for whoever writes that (a drain or the session), as long
+    /// as they fit the queue. Returns what happened and how many frames the socket took
+    /// whole: [`Delivery::Written`] when it took them all; what it does not take is left
+    /// to the session, which is woken. Frames that do not fit the queue close the
+    /// connection as a slow consumer ([`Delivery::Slow`]), as a full queue does.
+    pub fn try_write_all(&self, frames: &[Bytes], at: Instant) -> (Delivery, usize) {
         let mut state = self.state();
+        if state.ended {
+            return (Delivery::Gone, 0);
+        }
         let free = state.out.queue.is_empty() && !state.scheduled && !state.held;
-        if state.ended || !free || state.out.socket.is_none() {
-            return self.deliver_locked(state, frame, at, true);
-        }
-        let queued = state.out.write_through(frame, at);
-        drop(state);
-        match queued {
-            Ok(false) => Delivery::Written,
-            Ok(true) | Err(_) => {
-                self.0.ready.notify_one();
-                Delivery::Queued
+        if !free || state.out.socket.is_none() {
+            if state.out.queue.len() + frames.len() > self.0.capacity {
+                return (self.refuse_slow(state), 0);
             }
+            // Whoever writes what is queued (the drain that scheduled it, or the
+            // session, already woken for it) writes these too; only a first frame held
+            // or waiting for the socket wakes the session.
+            let wake = state.out.queue.is_empty() && !state.scheduled;
+            for frame in frames {
+                state.out.push_back(Outbound::Frame(frame.clone()), at);
+            }
+            drop(state);
+            if wake {
+                self.0.ready.notify_one();
+            }
+            return (Delivery::Queued, 0);
         }
+        let (written, queued) = state.out.write_through(frames, at);
+        if let Ok(false) = queued {
+            // The common case reads nothing more of the member (`capacity` is on
+            // another cache line).
+            return (Delivery::Written, written);
+        }
+        let over = state.out.queue.len() > self.0.capacity;
+        drop(state);
+        if over {
+            self.close_now(CloseCode::SLOW_CONSUMER.frame());
+            return (Delivery::Slow, written);
+        }
+        self.0.ready.notify_one();
+        (Delivery::Queued, written)
     }
 
     fn deliver(&self, frame: &Bytes, at: Instant, drained: bool) -> Delivery {

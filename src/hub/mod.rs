@@ -19,6 +19,7 @@ pub use output::{Flushed, Outbound};
 pub use shard::SHARDS;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,8 +35,10 @@ type Members = HashMap<ConnId, Member>;
 
 /// Groups of at most this many local members are written inline by the publishing call
 /// (each idle member's socket gets the frame at once, see [`Member::try_write_at`]),
-/// unless they are in a burst (see [`BURST_GAP`]); larger ones always go through the
-/// drains, which gather a burst into one write per member. On 1,000 groups x 10 members,
+/// unless they are in a burst (see [`BURST_GAP`]) or have fan-outs pending in the
+/// drains; larger ones are handed to the drains whole (one record per drain, see
+/// `drain`), which write them after the publishing call returns and gather a burst
+/// into one write per member. On 1,000 groups x 10 members,
 /// inline writes deliver more per second than the drains, with a quarter of the p99
 /// (BENCHMARKS.md, "inline writes for small groups"); on a burst they would cost one write
 /// per frame per member where a drain writes several frames at once.
@@ -59,6 +62,11 @@ pub struct Hub {
     users: Sharded<UserId, Members>,
     /// Write the queues that fan-outs fill (see `drain`).
     drains: Drains,
+    /// The pending counts (see `Group::pending`) of groups forgotten while fan-outs to
+    /// them were still in the drains. A group created again under that name before they
+    /// are written takes its count over, so its first fan-outs queue behind them: a
+    /// connection that left and joins again still gets the group's frames in order.
+    retired: Sharded<GroupName, Arc<AtomicUsize>>,
     /// When the hub was created: group fan-out times are kept as nanoseconds since.
     started: Instant,
 }
@@ -66,9 +74,12 @@ pub struct Hub {
 /// Outcome of one local fan-out.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fanout {
-    /// Members the frame was queued for.
+    /// Members the frame was handed to: written or queued at once, or (a large group,
+    /// or one with fan-outs still pending) handed to the drains with the group's members
+    /// at publication time.
     pub queued: usize,
-    /// Members being closed because their queue was full.
+    /// Members being closed because their queue was full (known at once only for
+    /// frames written or queued at once; the drains count the others in the metrics).
     pub slow: usize,
 }
 
@@ -119,6 +130,7 @@ impl Hub {
             groups: Sharded::new(),
             users: Sharded::new(),
             drains: Drains::new(metrics),
+            retired: Sharded::new(),
             started: Instant::now(),
         }
     }
@@ -127,9 +139,12 @@ impl Hub {
     /// first local member, the moment the node starts watching the group in the broker.
     pub fn join(&self, group: &GroupName, member: Member) -> Joined {
         let mut shard = self.groups.write(group);
-        let entry = shard.entry(group.clone()).or_insert_with(Group::syncing);
-        let first = entry.members.is_empty();
-        entry.members.insert(member.id(), member);
+        let entry = shard.entry(group.clone()).or_insert_with(|| {
+            let pending = self.retired.write(group).remove(group);
+            Group::syncing(pending.unwrap_or_default())
+        });
+        let first = entry.members().is_empty();
+        entry.insert(member);
         if first {
             Joined::First
         } else {
@@ -162,14 +177,26 @@ impl Hub {
         let Some(entry) = shard.get_mut(group) else {
             return false;
         };
-        if entry.members.remove(&id).is_none() {
+        if !entry.remove(id) {
             return false;
         }
-        let empty = entry.members.is_empty();
+        let empty = entry.members().is_empty();
         if empty {
+            self.retire(group, entry);
             shard.remove(group);
         }
         empty
+    }
+
+    /// Keeps the pending count of `group`, being forgotten, while fan-outs to it are
+    /// still in the drains (see `retired`); drops the counts that reached zero.
+    fn retire(&self, group: &GroupName, entry: &Group) {
+        let pending = entry.pending();
+        if pending.load(Ordering::Acquire) > 0 {
+            let mut retired = self.retired.write(group);
+            retired.retain(|_, p| p.load(Ordering::Acquire) > 0);
+            retired.insert(group.clone(), pending.clone());
+        }
     }
 
     /// Every group with local members (the groups the node watches).
@@ -198,12 +225,14 @@ impl Hub {
     }
 
     /// Hands `frame`, the complete encoded WebSocket frame of the publication at `offset`
-    /// in `epoch`, to the local members of `group` in `audience`: a small group's idle members get it
-    /// written at once, the others have it queued and, if nothing was queued before, are
-    /// handed to the drains that write it (see `drain`). The bytes are shared,
-    /// not copied: a clone only bumps a reference count. A publication this node already
-    /// delivered (or one from before its members joined) is skipped: nobody sees an
-    /// offset twice. One in a new epoch re-bases the group on it (see `Group::admit`).
+    /// in `epoch`, to the local members of `group` in `audience`. A small group's idle
+    /// members get it written at once (in a burst, it is queued on each member for the
+    /// drains); a larger group's fan-out is handed to the drains whole, with the group's
+    /// members as they are now, and written after this call returns (see `drain`). The
+    /// bytes are shared, not copied: a clone only bumps a reference count. A publication
+    /// this node already delivered (or one from before its members joined) is skipped:
+    /// nobody sees an offset twice. One in a new epoch re-bases the group on it (see
+    /// `Group::admit`).
     pub fn deliver(
         &self,
         group: &GroupName,
@@ -213,24 +242,57 @@ impl Hub {
         audience: Audience<'_>,
     ) -> Fanout {
         let shard = self.groups.read(group);
-        let mut out = Fanout::default();
         let Some(entry) = shard.get(group).filter(|g| g.admit(offset, epoch)) else {
-            return out;
+            return Fanout::default();
         };
         // One clock read per fan-out, not per member (and none for a group without
         // local members): the delivery-lag metric's start.
         let now = Instant::now();
-        // A small group's frame goes straight into each idle socket: with a few members
-        // there is little for a drain to gather, and its hand-off (a list, a task, a
-        // second lock of each member) would cost more than the write it saves.
-        let inline = entry.members.len() <= INLINE_MAX && {
-            let since = now.saturating_duration_since(self.started);
-            let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
-            !entry.in_burst(nanos, BURST_GAP)
+        // While earlier fan-outs of the group wait in the drains, this one must queue
+        // behind them; so must a large group's, so that the publisher does not wait
+        // for it.
+        let small =
+            entry.members().len() <= INLINE_MAX && entry.pending().load(Ordering::Acquire) == 0;
+        if small {
+            return self.deliver_small(entry, frame, now, audience);
+        }
+        let filtered;
+        let shares = match audience {
+            Audience::Everyone => entry.snapshot(&self.drains),
+            Audience::Users(_) => {
+                let members = entry.members().values();
+                filtered = self.drains.split(members.filter(|m| audience.includes(m)));
+                &filtered
+            }
         };
+        let out = Fanout {
+            queued: shares.iter().map(|s| s.len()).sum(),
+            slow: 0,
+        };
+        // Under the shard's read lock, so that a join sees the fan-out either handed
+        // over with its snapshot or not at all (see `Group`).
+        self.drains.write(shares, frame, now, entry.pending());
+        out
+    }
+
+    /// [`Hub::deliver`] to a small group with nothing pending in the drains: a small
+    /// group's frame goes straight into each idle socket (there is little for a drain to
+    /// gather, and its hand-off would cost more than the write it saves), unless the
+    /// group is in a burst (see [`BURST_GAP`]).
+    fn deliver_small(
+        &self,
+        entry: &Group,
+        frame: &Bytes,
+        now: Instant,
+        audience: Audience<'_>,
+    ) -> Fanout {
+        let since = now.saturating_duration_since(self.started);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        let inline = !entry.in_burst(nanos, BURST_GAP);
+        let mut out = Fanout::default();
         let mut scheduled = Vec::new();
         let mut written = 0;
-        for member in entry.members.values().filter(|m| audience.includes(m)) {
+        for member in entry.members().values().filter(|m| audience.includes(m)) {
             let delivery = if inline {
                 member.try_write_at(frame, now)
             } else {
@@ -250,25 +312,62 @@ impl Hub {
                 Delivery::Gone => {}
             }
         }
-        drop(shard);
         self.drains.record(written, now);
         self.drains.schedule(scheduled);
         out
     }
 
+    /// Runs `then` once every fan-out handed to the drains so far has been written to
+    /// (or queued on) its members; at once when none is pending. Whatever must reach a
+    /// member after the notifications already published (a close, a `subscribed` frame
+    /// carrying the group's position) goes through here.
+    pub fn after_deliveries(&self, then: impl FnOnce() + Send + 'static) {
+        self.drains.after(then);
+    }
+
+    /// Resolves once every fan-out handed to the drains so far has been written to (or
+    /// queued on) its members (see [`Hub::after_deliveries`]).
+    pub async fn delivered(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.after_deliveries(move || {
+            let _ = done.send(());
+        });
+        // The sender is dropped only after sending (or if the runtime shuts down).
+        let _ = wait.await;
+    }
+
     /// Removes every local member of `group` (forgetting the group) and closes each
-    /// connection with `close` after what is already queued for it. Returns how many
-    /// connections were closed.
+    /// connection with `close` after the notifications already published to it.
+    /// Returns how many connections are closed.
     pub fn close_group(&self, group: &GroupName, close: &Close) -> usize {
-        let removed = self.groups.write(group).remove(group);
-        removed.map_or(0, |g| close_all(&g.members, close))
+        let mut shard = self.groups.write(group);
+        let removed = shard.remove(group);
+        if let Some(entry) = &removed {
+            self.retire(group, entry);
+        }
+        drop(shard);
+        let members = removed.map(Group::into_members).unwrap_or_default();
+        self.close_all(members, close)
     }
 
     /// Closes every local connection of `user` (all groups, all tabs) with `close` after
-    /// what is already queued for it. Returns how many connections were closed.
+    /// the notifications already published to it. Returns how many connections are closed.
     pub fn close_user(&self, user: &UserId, close: &Close) -> usize {
         let removed = self.users.write(user).remove(user).unwrap_or_default();
-        close_all(&removed, close)
+        self.close_all(removed, close)
+    }
+
+    fn close_all(&self, members: Members, close: &Close) -> usize {
+        let closed = members.len();
+        if closed > 0 {
+            let close = close.clone();
+            self.drains.after(move || {
+                for member in members.values() {
+                    member.close_after_queued(close.clone());
+                }
+            });
+        }
+        closed
     }
 
     /// Local members of `group`.
@@ -276,14 +375,14 @@ impl Hub {
         self.groups
             .read(group)
             .get(group)
-            .map_or(0, |g| g.members.len())
+            .map_or(0, |g| g.members().len())
     }
 
     /// Groups with local members and the memberships in them (for the metrics scrape;
     /// one shard lock at a time, so the two numbers are not one atomic snapshot).
     pub fn counts(&self) -> (usize, usize) {
         self.groups.each().fold((0, 0), |(groups, members), shard| {
-            let here: usize = shard.values().map(|g| g.members.len()).sum();
+            let here: usize = shard.values().map(|g| g.members().len()).sum();
             (groups + shard.len(), members + here)
         })
     }
@@ -294,7 +393,7 @@ impl Hub {
         let members = shard
             .get(group)
             .into_iter()
-            .flat_map(|g| g.members.values());
+            .flat_map(|g| g.members().values());
         let users: BTreeSet<&UserId> = members.filter_map(Member::user).collect();
         users.into_iter().take(limit).cloned().collect()
     }
@@ -306,9 +405,9 @@ impl Hub {
         for shard in self.groups.each() {
             for (name, entry) in shard.iter() {
                 let users: BTreeSet<&UserId> =
-                    entry.members.values().filter_map(Member::user).collect();
+                    entry.members().values().filter_map(Member::user).collect();
                 let users = users.into_iter().take(users_limit).cloned().collect();
-                all.push((name.clone(), entry.members.len(), users));
+                all.push((name.clone(), entry.members().len(), users));
             }
         }
         all
@@ -319,7 +418,7 @@ impl Hub {
     pub fn groups(&self, limit: usize) -> (Vec<(GroupName, usize)>, usize) {
         let mut all: Vec<(GroupName, usize)> = Vec::new();
         for shard in self.groups.each() {
-            all.extend(shard.iter().map(|(g, e)| (g.clone(), e.members.len())));
+            all.extend(shard.iter().map(|(g, e)| (g.clone(), e.members().len())));
         }
         let total = all.len();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -345,12 +444,8 @@ fn remove<K: std::hash::Hash + Eq>(map: &Sharded<K, Members>, key: &K, id: ConnI
     empty
 }
 
-fn close_all(members: &Members, close: &Close) -> usize {
-    for member in members.values() {
-        member.close_after_queued(close.clone());
-    }
-    members.len()
-}
-
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod drain_tests;

@@ -36,9 +36,10 @@ pub enum Outbound {
 /// The socket and its backlog. `Default` is a connection whose socket is not attached yet:
 /// everything queues until the session attaches it.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(super) struct Output {
-    pub(super) socket: Option<TcpStream>,
     pub(super) queue: VecDeque<Outbound>,
+    pub(super) socket: Option<TcpStream>,
     /// How many items at the front must go before anything else: a partly written item
     /// and the replies queued behind it. Replies and resumed frames are put after them.
     lead: usize,
@@ -109,31 +110,73 @@ impl Output {
         Ok(true)
     }
 
-    /// Writes `frame` straight to the socket: the caller checked that nothing is queued,
-    /// nothing is held and the socket is attached. What the socket does not take is
-    /// queued (a partly written frame as the lead) and true is returned: the session must
-    /// finish it. An error queues the whole frame, so the session's write meets the error
-    /// and closes the connection as it would for a queued frame.
-    pub(super) fn write_through(&mut self, frame: &Bytes, at: Instant) -> io::Result<bool> {
+    /// Writes `frames` straight to the socket, in order, with vectored writes: the
+    /// caller checked that nothing is queued, nothing is held and the socket is
+    /// attached. Returns how many frames the socket took whole, and true when the rest
+    /// was queued (a partly written frame as the lead): the session must finish it. An
+    /// error queues the rest, so the session's write meets the error and closes the
+    /// connection as it would for a queued frame.
+    pub(super) fn write_through(
+        &mut self,
+        frames: &[Bytes],
+        at: Instant,
+    ) -> (usize, io::Result<bool>) {
         let Some(socket) = &self.socket else {
-            return Err(io::ErrorKind::BrokenPipe.into());
+            return (0, Err(io::ErrorKind::BrokenPipe.into()));
         };
-        let written = match send(socket, frame) {
-            Ok(n) if n == frame.len() => return Ok(false),
-            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
+        if frames.is_empty() {
+            return (0, Ok(false));
+        }
+        // Frames taken whole, and bytes taken of the next one.
+        let (mut done, mut partial) = (0, 0);
+        let result = loop {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut offered = 0;
+            let rest = frames[done..].iter().take(MAX_IOV);
+            for (i, (slot, frame)) in iov.iter_mut().zip(rest).enumerate() {
+                let bytes = if i == 0 {
+                    &frame[partial..]
+                } else {
+                    &frame[..]
+                };
+                *slot = IoSlice::new(bytes);
+                offered += bytes.len();
+            }
+            let n = (frames.len() - done).min(MAX_IOV);
+            match send_vectored(socket, &iov[..n]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut taken) => {
+                    let full = taken == offered;
+                    while taken > 0 {
+                        let left = frames[done].len() - partial;
+                        if taken < left {
+                            partial += taken;
+                            break;
+                        }
+                        taken -= left;
+                        done += 1;
+                        partial = 0;
+                    }
+                    if done == frames.len() {
+                        return (done, Ok(false));
+                    }
+                    if !full {
+                        // The socket is full: the next write would only say so.
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
         };
-        let rest = match &written {
-            Ok(n) => frame.slice(*n..),
-            Err(_) => frame.clone(),
-        };
-        if written.as_ref().is_ok_and(|n| *n > 0) {
+        if partial > 0 {
             self.lead = 1;
         }
-        self.push_back(Outbound::Frame(rest), at);
-        written.map(|_| true)
+        self.push_back(Outbound::Frame(frames[done].slice(partial..)), at);
+        for frame in &frames[done + 1..] {
+            self.push_back(Outbound::Frame(frame.clone()), at);
+        }
+        (done, result.map(|()| true))
     }
 
     /// Writes the queue with vectored writes until the socket pushes back or a queued

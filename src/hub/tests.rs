@@ -230,7 +230,7 @@ fn a_new_epoch_re_bases_the_group_and_is_delivered_while_the_old_one_stays_dedup
 
 #[test]
 fn a_fan_out_soon_after_the_previous_one_is_a_burst() {
-    let group = Group::syncing();
+    let group = Group::syncing(Default::default());
     assert!(!group.in_burst(5_000, 1_000), "the first fan-out");
     assert!(group.in_burst(5_500, 1_000));
     assert!(

@@ -104,7 +104,13 @@ pub async fn already_member(
         epoch: position.epoch,
         recovered: Some(false),
     };
-    member.try_deliver(&subscribed.to_wire());
+    // After the fan-outs already handed to the drains: those frames are at or before
+    // the position too, and must not come after it.
+    let frame = subscribed.to_wire();
+    let member = member.clone();
+    state.node.local.hub().after_deliveries(move || {
+        member.try_deliver(&frame);
+    });
     Ok(())
 }
 
