@@ -25,10 +25,10 @@ use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{Instrument, Span};
-use warp::http::HeaderValue;
 
 use super::commands::Membership;
 use super::connection::{write_pending, Connection, Ending, MemberIo, Written};
+pub use super::log_context::LogContext;
 use super::read_ahead::ReadAhead;
 use crate::auth::Grant;
 use crate::broker::BrokerError;
@@ -36,40 +36,6 @@ use crate::hub::Member;
 use crate::metrics::Disconnect;
 use crate::protocol::{CloseCode, GroupName, Position, Resume};
 use crate::state::AppState;
-
-/// What every log line of a connection carries besides its id, user and peer address:
-/// the route and id of the request that opened it.
-///
-/// Kept as plain values rather than as open spans: the subscriber's registry keeps every
-/// open span (a slot, a map and the span's formatted text), and a connection held two
-/// (its own and, as its parent, the upgrade request's) for its whole life. The session
-/// makes them afresh when it does something that may log (a client frame, closing) and
-/// drops them when it goes idle; the lines come out the same.
-pub struct LogContext {
-    request_id: Option<Box<str>>,
-    /// `/ws/{group}` rather than `/ws` (a flag: every byte here is in every idle task).
-    with_group: bool,
-}
-
-impl LogContext {
-    /// The context of a connection upgraded by the request `request_id`, on `/ws/{group}`
-    /// when `with_group`, else `/ws`.
-    pub fn new(request_id: Option<&HeaderValue>, with_group: bool) -> Self {
-        Self {
-            request_id: request_id.and_then(|id| id.to_str().ok()).map(Box::from),
-            with_group,
-        }
-    }
-
-    /// The upgrade request's route template.
-    fn route(&self) -> &'static str {
-        if self.with_group {
-            "/ws/{group}"
-        } else {
-            "/ws"
-        }
-    }
-}
 
 /// A connection's state before and while its task runs.
 pub struct Session {
@@ -102,11 +68,12 @@ impl Session {
     /// its upgrade request's (method, id and route), made for work that may log. The peer
     /// address is asked of the socket (a `getpeername`) only when the span is enabled.
     pub fn span(&self) -> Span {
+        let mut id = [0; crate::id::LEN];
         let request = tracing::info_span!(
             parent: None,
             "request",
             method = "GET",
-            request_id = self.log.request_id.as_deref(),
+            request_id = self.log.request_id(&mut id),
             route = self.log.route(),
         );
         self.span_under(&request, || self.membership.member().peer_addr())
