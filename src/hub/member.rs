@@ -65,6 +65,9 @@ struct State {
     out: Output,
     /// First close requested wins; `None` with a cancelled shutdown token means shutdown.
     close: Option<Close>,
+    /// The socket's peer address, read when it was attached: after a reset the socket no
+    /// longer knows it, and the connection's last log line wants it most.
+    remote: Option<std::net::SocketAddr>,
 }
 
 /// What happened to one delivery.
@@ -127,6 +130,7 @@ impl Member {
     /// Gives the member its socket: from now on the hub's drain writes its frames.
     pub fn attach(&self, socket: TcpStream) {
         let mut state = self.state();
+        state.remote = socket.peer_addr().ok();
         state.out.socket = Some(socket);
         let queued = !state.out.queue.is_empty();
         drop(state);
@@ -135,10 +139,9 @@ impl Member {
         }
     }
 
-    /// The socket's peer address, while the member has its socket.
+    /// The socket's peer address, once the member has been given its socket.
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        let state = self.state();
-        state.out.socket.as_ref()?.peer_addr().ok()
+        self.state().remote
     }
 
     /// Gives up the socket (closing it); reads then see the end of the stream.

@@ -66,7 +66,7 @@ impl Session {
 
     /// The connection's span (its id, user and peer address) under a `request` span like
     /// its upgrade request's (method, id and route), made for work that may log. The peer
-    /// address is asked of the socket (a `getpeername`) only when the span is enabled.
+    /// address is the member's (read once, when its socket was attached).
     pub fn span(&self) -> Span {
         let mut id = [0; crate::id::LEN];
         let request = tracing::info_span!(
