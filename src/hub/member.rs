@@ -10,10 +10,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{Flushed, Outbound, Output};
+use super::signal::Signal;
 use crate::protocol::{Close, CloseCode, UserId};
 
 /// The first byte of a server's close frame (FIN, opcode 8, unmasked). tungstenite hands
@@ -45,7 +45,7 @@ struct Shared {
     capacity: usize,
     /// Wakes the session when something was queued that it must finish writing, or when
     /// [`Member::close_now`] was called (see [`Member::close_requested`]).
-    ready: Notify,
+    ready: Signal,
     /// The server's shutdown token, shared by every member. Not a child token per member:
     /// a child allocates a tree node (a mutex, a `Notify`, a slot in the parent's list),
     /// which every idle connection would carry; a close request goes through `ready`.
@@ -65,6 +65,9 @@ struct State {
     out: Output,
     /// First close requested wins; `None` with a cancelled shutdown token means shutdown.
     close: Option<Close>,
+    /// The socket's peer address, read when it was attached: after a reset the socket no
+    /// longer knows it, and the connection's last log line wants it most.
+    remote: Option<std::net::SocketAddr>,
 }
 
 /// What happened to one delivery.
@@ -103,7 +106,7 @@ impl Member {
             user,
             capacity,
             state,
-            ready: Notify::new(),
+            ready: Signal::default(),
             shutdown,
         }))
     }
@@ -127,12 +130,18 @@ impl Member {
     /// Gives the member its socket: from now on the hub's drain writes its frames.
     pub fn attach(&self, socket: TcpStream) {
         let mut state = self.state();
+        state.remote = socket.peer_addr().ok();
         state.out.socket = Some(socket);
         let queued = !state.out.queue.is_empty();
         drop(state);
         if queued {
-            self.0.ready.notify_one();
+            self.0.ready.notify();
         }
+    }
+
+    /// The socket's peer address, once the member has been given its socket.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.state().remote
     }
 
     /// Gives up the socket (closing it); reads then see the end of the stream.
@@ -194,7 +203,7 @@ impl Member {
             }
             drop(state);
             if wake {
-                self.0.ready.notify_one();
+                self.0.ready.notify();
             }
             return (Delivery::Queued, 0);
         }
@@ -210,7 +219,7 @@ impl Member {
             self.close_now(CloseCode::SLOW_CONSUMER.frame());
             return (Delivery::Slow, written);
         }
-        self.0.ready.notify_one();
+        self.0.ready.notify();
         (Delivery::Queued, written)
     }
 
@@ -242,7 +251,7 @@ impl Member {
             return Delivery::Scheduled;
         }
         drop(state);
-        self.0.ready.notify_one();
+        self.0.ready.notify();
         Delivery::Queued
     }
 
@@ -268,7 +277,7 @@ impl Member {
         let backlog = !state.out.queue.is_empty();
         drop(state);
         if backlog || flushed.is_err() {
-            self.0.ready.notify_one();
+            self.0.ready.notify();
         }
         flushed.map_or((0, None), |f| (f.frames, f.since))
     }
@@ -290,7 +299,7 @@ impl Member {
         }
         state.out.prepend(frames);
         drop(state);
-        self.0.ready.notify_one();
+        self.0.ready.notify();
         Delivery::Queued
     }
 
@@ -313,7 +322,7 @@ impl Member {
         }
         state.out.push_back(item, at);
         drop(state);
-        self.0.ready.notify_one();
+        self.0.ready.notify();
         Delivery::Queued
     }
 
@@ -336,7 +345,7 @@ impl Member {
             self.close_now(CloseCode::SLOW_CONSUMER.frame());
         }
         if queued {
-            self.0.ready.notify_one();
+            self.0.ready.notify();
         }
         Ok(())
     }
@@ -369,7 +378,7 @@ impl Member {
         let queued = !state.out.queue.is_empty();
         drop(state);
         if queued {
-            self.0.ready.notify_one();
+            self.0.ready.notify();
         }
     }
 
@@ -378,7 +387,7 @@ impl Member {
     /// whenever it wakes.
     pub fn close_now(&self, frame: Close) {
         self.state().close.get_or_insert(frame);
-        self.0.ready.notify_one();
+        self.0.ready.notify();
     }
 
     /// Whether [`Member::close_now`] was called.
@@ -399,14 +408,15 @@ impl Member {
 
     /// Resolves when something may have been queued since the last write, or a close was
     /// requested (see [`Member::close_requested`]).
-    pub async fn ready(&self) {
-        self.0.ready.notified().await
+    /// Only the connection's session waits on it (one waiter at a time).
+    pub fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.0.ready.poll_wait(cx))
     }
 
     /// Wakes the session as if something had been queued (a wake-up it consumed while
     /// busy, handed back so nothing queued meanwhile is left unwritten).
     pub fn wake(&self) {
-        self.0.ready.notify_one();
+        self.0.ready.notify();
     }
 
     /// Takes everything queued, leaving the queue empty (and unallocated).

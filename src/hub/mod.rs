@@ -13,6 +13,7 @@ mod group;
 mod member;
 mod output;
 mod shard;
+mod signal;
 
 pub use member::{ConnId, Delivery, Member};
 pub use output::{Flushed, Outbound};

@@ -9,6 +9,8 @@
 //!   typed refusals that carry their metrics reason.
 //! - `upgrade`: the hand-made WebSocket handshake: admit, open the session, answer 101.
 //! - `session`: the socket loop of one connection (queue, frames, heartbeat, expiry).
+//! - `log_context`: the upgrade request's id and route, kept compactly for a
+//!   connection's log lines.
 //! - `commands`: what client frames do (subscribe, unsubscribe, publish, refresh), with
 //!   no socket, so it is unit-tested on its own.
 //! - `read_ahead`: large socket reads under tungstenite's small read buffer.
@@ -21,6 +23,7 @@ mod commands;
 mod connection;
 mod hot;
 mod http;
+mod log_context;
 mod observe;
 mod read_ahead;
 mod resume;

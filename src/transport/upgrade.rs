@@ -132,9 +132,9 @@ pub async fn accept(
         .map_err(|refusal| refusal.counted(&state.metrics))?;
     let answer = switching_protocols(&hs.key, admission.protocol)?;
     let log = LogContext::new(hs.request_id.as_ref().map(|id| &id.0), group.is_some());
-    let session = open_session(&state, admitted, group, resume, remote, log).await?;
+    let session = open_session(&state, admitted, group, resume, log).await?;
     state.metrics.connections_accepted.inc();
-    start_session(&state, session, hs.on_upgrade);
+    start_session(&state, session, hs.on_upgrade, remote);
     Ok(answer)
 }
 
@@ -145,7 +145,6 @@ async fn open_session(
     admitted: Admitted,
     group: Option<GroupName>,
     resume: Option<Resume>,
-    remote: Option<SocketAddr>,
     log: LogContext,
 ) -> Result<Session, ApiError> {
     let Admitted { grant, permit } = admitted;
@@ -155,7 +154,7 @@ async fn open_session(
         state.shutdown.clone(),
         grant.as_ref().map(|g| g.user().clone()),
     );
-    let mut session = Session::new(state.clone(), member, permit, remote, grant, log);
+    let mut session = Session::new(state.clone(), member, permit, grant, log);
     let joined = async {
         session.join_personal().await?;
         match (group, resume) {
@@ -184,14 +183,20 @@ async fn open_session(
 /// for as long as the task lives, so a single task would keep the handshake's state (the
 /// `OnUpgrade`, the config, a second copy of the session) beside the session's for the
 /// connection's whole life. The session task holds only what the connection needs.
-fn start_session(state: &AppState, session: Session, on_upgrade: OnUpgrade) {
+fn start_session(
+    state: &AppState,
+    session: Session,
+    on_upgrade: OnUpgrade,
+    remote: Option<SocketAddr>,
+) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(state.config.max_frame as usize))
         .max_frame_size(Some(state.config.max_frame as usize));
     // Under the upgrade request's own span, which is still open.
-    let span = session.span_under(&tracing::Span::current());
+    // The socket is not attached yet: the request's peer address.
+    let span = session.span_under(&tracing::Span::current(), || remote);
     let sessions = state.sessions.clone();
     let fut = async move {
         let ws = match on_upgrade.await {

@@ -502,3 +502,48 @@ async fn connection_log_lines_carry_the_upgrade_request_and_the_connection() {
         assert_eq!(line["fields"]["conn"], id, "{line}");
     }
 }
+
+/// A client that vanishes with a TCP reset (no close frame, no FIN) is logged as closed
+/// with its peer address too: the address an operator looks for is the one of the
+/// connection that went away, and the socket no longer knows it after the reset.
+#[tokio::test]
+async fn the_close_line_of_a_reset_connection_still_names_its_peer() {
+    let (herald, logs) = Herald::start_logging(&[], "info,herald=debug");
+    let url = herald.ws_url("/ws/g");
+    let tcp =
+        tokio::net::TcpStream::connect(url.trim_start_matches("ws://").split('/').next().unwrap())
+            .await
+            .unwrap();
+    let local = tcp.local_addr().unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .unwrap();
+    // Wait until herald has the connection, then reset it: SO_LINGER 0 makes the close
+    // send an RST.
+    let opened = loop {
+        let line = logs
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("no \"connection opened\" line");
+        if line["fields"]["message"] == "connection opened" {
+            break line;
+        }
+    };
+    let tcp = ws.into_inner();
+    socket2::SockRef::from(&tcp)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(tcp);
+    let closed = loop {
+        let line = logs
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("no \"connection closed\" line");
+        if line["fields"]["message"] == "connection closed" {
+            break line;
+        }
+    };
+    for line in [&opened, &closed] {
+        let conn = &line["spans"][1];
+        assert_eq!(conn["name"], "conn", "{line}");
+        assert_eq!(conn["remote"], local.to_string(), "{line}");
+    }
+}
