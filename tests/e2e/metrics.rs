@@ -475,14 +475,7 @@ async fn connection_log_lines_carry_the_upgrade_request_and_the_connection() {
     ws.close(None).await.unwrap();
     let mut conn_id = None;
     for message in ["connection opened", "connection closed"] {
-        let line = loop {
-            let line = logs
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no {message:?} line"));
-            if line["fields"]["message"] == message {
-                break line;
-            }
-        };
+        let line = next_line(&logs, message);
         let spans = line["spans"].as_array().expect("spans");
         assert_eq!(spans.len(), 2, "{line}");
         let (request, conn) = (&spans[0], &spans[1]);
@@ -520,30 +513,31 @@ async fn the_close_line_of_a_reset_connection_still_names_its_peer() {
         .unwrap();
     // Wait until herald has the connection, then reset it: SO_LINGER 0 makes the close
     // send an RST.
-    let opened = loop {
-        let line = logs
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("no \"connection opened\" line");
-        if line["fields"]["message"] == "connection opened" {
-            break line;
-        }
-    };
+    let opened = next_line(&logs, "connection opened");
     let tcp = ws.into_inner();
     socket2::SockRef::from(&tcp)
         .set_linger(Some(std::time::Duration::ZERO))
         .unwrap();
     drop(tcp);
-    let closed = loop {
-        let line = logs
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("no \"connection closed\" line");
-        if line["fields"]["message"] == "connection closed" {
-            break line;
-        }
-    };
+    let closed = next_line(&logs, "connection closed");
     for line in [&opened, &closed] {
         let conn = &line["spans"][1];
         assert_eq!(conn["name"], "conn", "{line}");
         assert_eq!(conn["remote"], local.to_string(), "{line}");
+    }
+}
+
+/// The next log line whose message is `message` (earlier ones are skipped).
+fn next_line(
+    logs: &std::sync::mpsc::Receiver<serde_json::Value>,
+    message: &str,
+) -> serde_json::Value {
+    loop {
+        let line = logs
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no {message:?} line"));
+        if line["fields"]["message"] == message {
+            return line;
+        }
     }
 }
