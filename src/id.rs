@@ -46,6 +46,23 @@ pub fn next_string() -> String {
     next().iter().copied().map(char::from).collect()
 }
 
+/// The 16 bytes that `text` spells when it is exactly an id as herald writes them (32
+/// lowercase hex digits, so that [`spell`] gives `text` back); `None` for anything else.
+pub fn pack(text: &str) -> Option<[u8; LEN / 2]> {
+    let lowercase_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    if text.len() != LEN || !text.as_bytes().iter().all(lowercase_hex) {
+        return None;
+    }
+    u128::from_str_radix(text, 16).ok().map(u128::to_be_bytes)
+}
+
+/// The 32 lowercase hex digits of an id [`pack`] made.
+pub fn spell(bytes: &[u8; LEN / 2]) -> [u8; LEN] {
+    let mut id = [0; LEN];
+    write_hex(bytes, &mut id);
+    id
+}
+
 /// splitmix64's finaliser: each step (xor with a shift, multiply by an odd number) can be
 /// undone, so the whole is a bijection on `u64` that scatters nearby inputs.
 fn mix(mut x: u64) -> u64 {
@@ -70,8 +87,13 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 
 /// Writes `value` as 16 lowercase hex digits into `out`.
 fn hex(value: u64, out: &mut [u8]) {
-    for (pair, byte) in out.chunks_exact_mut(2).zip(value.to_be_bytes()) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    write_hex(&value.to_be_bytes(), out);
+}
+
+/// Writes each of `bytes` as two lowercase hex digits into `out`.
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
     }
 }
 
@@ -104,6 +126,19 @@ mod tests {
             .filter(|(x, y)| x == y)
             .count();
         assert!(same < LEN / 2 - 4, "{a:?} vs {b:?}");
+    }
+
+    #[test]
+    fn an_id_packs_into_16_bytes_and_spells_back_the_same() {
+        let id = next();
+        let text = std::str::from_utf8(&id).unwrap();
+        let bytes = pack(text).expect("an id herald made packs");
+        assert_eq!(spell(&bytes), id);
+        let upper = text.to_uppercase();
+        let plus = format!("+{}", &text[1..]);
+        for other in ["", "abc", &upper, &plus, "0123456789abcdef0123456789abcdeg"] {
+            assert_eq!(pack(other), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl LogContext {
         let text = request_id
             .and_then(|id| id.to_str().ok())
             .unwrap_or_default();
-        Self(match hex_bytes(text) {
+        Self(match crate::id::pack(text) {
             Some(bytes) => RequestId::Hex(bytes, with_group),
             None => RequestId::Text(Box::from(text), with_group),
         })
@@ -43,10 +43,7 @@ impl LogContext {
     pub fn request_id<'a>(&'a self, buf: &'a mut [u8; crate::id::LEN]) -> Option<&'a str> {
         match &self.0 {
             RequestId::Hex(bytes, _) => {
-                for (pair, byte) in buf.chunks_exact_mut(2).zip(bytes) {
-                    pair[0] = DIGITS[usize::from(byte >> 4)];
-                    pair[1] = DIGITS[usize::from(byte & 0xf)];
-                }
+                *buf = crate::id::spell(bytes);
                 std::str::from_utf8(buf).ok()
             }
             RequestId::Text(text, _) if text.is_empty() => None,
@@ -63,22 +60,6 @@ impl LogContext {
             "/ws"
         }
     }
-}
-
-const DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// `text` as bytes when it is exactly 32 lowercase hex digits (so it prints back the same).
-fn hex_bytes(text: &str) -> Option<[u8; crate::id::LEN / 2]> {
-    let digits = text.as_bytes();
-    if digits.len() != crate::id::LEN {
-        return None;
-    }
-    let value = |d: u8| DIGITS.iter().position(|&x| x == d).map(|v| v as u8);
-    let mut bytes = [0; crate::id::LEN / 2];
-    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (value(pair[0])? << 4) | value(pair[1])?;
-    }
-    Some(bytes)
 }
 
 #[cfg(test)]
