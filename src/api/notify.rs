@@ -81,11 +81,7 @@ impl Notification {
         let list = match &self.targets {
             Targets::One(group) => {
                 let published = state.publish(self.publication(group)).await?;
-                return Ok(Accepted::Single {
-                    id,
-                    offset: published.offset,
-                    recipients: published.recipients,
-                });
+                return Ok(single(id, published));
             }
             Targets::Many(list) => list,
         };
@@ -134,14 +130,8 @@ pub fn notify(state: AppState, raw: Bytes) -> Answer {
         }));
     };
     let id = crate::id::next();
-    let reply = move |state: &AppState, published: Published| {
-        let accepted = Accepted::Single {
-            id,
-            offset: published.offset,
-            recipients: published.recipients,
-        };
-        accepted_reply(state, &accepted)
-    };
+    let reply =
+        move |state: &AppState, published: Published| accepted_reply(state, &single(id, published));
     match state.publish_now(notification.publication(group)) {
         PublishNow::Done(published) => Either::Left(ready(
             published.map(|p| reply(&state, p)).map_err(ApiError::from),
@@ -150,6 +140,15 @@ pub fn notify(state: AppState, raw: Bytes) -> Answer {
             let published = state.publish_waiting(publication).await?;
             Ok(reply(&state, published))
         })),
+    }
+}
+
+/// What the reply says of notification `id`, published to one group.
+fn single(id: [u8; crate::id::LEN], published: Published) -> Accepted<'static> {
+    Accepted::Single {
+        id,
+        offset: published.offset,
+        recipients: published.recipients,
     }
 }
 
